@@ -1,0 +1,239 @@
+"""The ``xray-score`` command line: thin Click commands over the library.
+
+Exit codes (for cron): 0 all scored, 10 some files failed (results still written),
+2 usage or configuration error, 3 another run holds the lock, 70 internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import BundleError, ExitCode, LockHeldError, UsageError
+
+log = logging.getLogger("xray_score")
+
+DEFAULT_RESULTS_DIR = "xray-score-results"
+
+
+def _quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter; Python warnings are left alone."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    root = logging.getLogger("xray_score")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if verbose < 2:
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
+    """Map failures to the documented exit codes; never a bare traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = func(*args, **kwargs) or ExitCode.OK
+        except (UsageError, BundleError, FileNotFoundError, NotADirectoryError) as exc:
+            log.error("%s", exc)
+            code = ExitCode.USAGE
+        except LockHeldError as exc:
+            log.error("%s", exc)
+            code = ExitCode.LOCKED
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            log.error("interrupted; rows already written are kept")
+            code = 130
+        except Exception:  # noqa: BLE001 - the documented internal-error path
+            log.exception("internal error (please report it with the log above)")
+            code = ExitCode.INTERNAL
+        sys.exit(code)
+
+    return wrapper
+
+
+class XrayGroup(click.Group):
+    """Click group whose usage errors exit with 2 and whose crashes exit with 70."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("standalone_mode", True)
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit:
+            raise
+        except Exception:  # noqa: BLE001
+            logging.getLogger("xray_score").exception("internal error")
+            sys.exit(ExitCode.INTERNAL)
+
+
+@click.group(cls=XrayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xray-score")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """Score pediatric chest X-rays (pneumonia vs normal) in batches.
+
+    Exit codes: 0 all scored; 10 some files failed (their rows say why); 2 usage or
+    configuration error; 3 another run holds the lock; 70 internal error.
+    """
+    _quiet_tensorflow()
+    _setup_logging(verbose, quiet)
+
+
+def _resolve_model(model: str | None, kind: str = "baseline"):
+    from .bundle import Bundle
+    from .resources import default_model
+
+    return Bundle.load(model if model else default_model(kind))
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from .spec import parse_override
+
+    return dict(parse_override(p) for p in pairs)
+
+
+# ----------------------------------------------------------------------------- train
+@main.group()
+def train() -> None:
+    """Train a model bundle from a labeled folder (NORMAL/ and PNEUMONIA/ sub-folders)."""
+
+
+def _train_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Labeled training folder."),
+        click.option("--val", type=click.Path(exists=True, file_okay=False),
+                     help="Explicit labeled validation folder; its patients leave training."),
+        click.option("--out", required=True, type=click.Path(), help="Bundle directory."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a pipeline value, e.g. --set training.epochs=2."),
+        click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@train.command("baseline")
+@_train_options
+@click.option("--pipeline", default="baseline", show_default=True,
+              help="Pipeline YAML (path or shipped name).")
+@handle_errors
+def train_baseline(data: str, val: str | None, out: str, overrides: tuple[str, ...],
+                   jobs: int, pipeline: str) -> int:
+    """HOG/LBP features + LightGBM."""
+    from .spec import load_pipeline
+    from .training import train_bundle
+
+    spec = load_pipeline(pipeline, _overrides(overrides))
+    bundle = train_bundle("baseline", data, out, spec, val=val, n_jobs=jobs)
+    click.echo(json.dumps({"bundle": str(out), "model_id": bundle.model_id,
+                           "validation": bundle.meta["validation_metrics"]}))
+    return ExitCode.OK
+
+
+@train.command("cnn")
+@_train_options
+@click.option("--pipeline", default="cnn", show_default=True,
+              help="Pipeline YAML (path or shipped name).")
+@click.option("--weights", help="Backbone weights: a file, a folder, 'imagenet' or 'none' "
+              "(default: the pipeline's, or $XRAY_SCORE_WEIGHTS).")
+@handle_errors
+def train_cnn(data: str, val: str | None, out: str, overrides: tuple[str, ...], jobs: int,
+              pipeline: str, weights: str | None) -> int:
+    """A Keras CNN (embedding backbone + head, optionally fine-tuned)."""
+    from .spec import load_pipeline
+    from .training import train_bundle
+
+    spec = load_pipeline(pipeline, _overrides(overrides))
+    bundle = train_bundle("cnn", data, out, spec, val=val, n_jobs=jobs, weights=weights)
+    click.echo(json.dumps({"bundle": str(out), "model_id": bundle.model_id,
+                           "validation": bundle.meta["validation_metrics"]}))
+    return ExitCode.OK
+
+
+# ----------------------------------------------------------------------------- batch
+def default_out(folder: Path, model_id: str) -> Path:
+    """``./xray-score-results/<folder>-<model_id>-<timestamp>.csv``, never an existing file."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(DEFAULT_RESULTS_DIR) / f"{folder.resolve().name or 'root'}-{model_id}-{stamp}"
+    candidate, n = base.with_suffix(".csv"), 1
+    while candidate.exists():
+        candidate, n = Path(f"{base}-{n}.csv"), n + 1
+    return candidate
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True))
+@click.option("--model", "-m", help="Model bundle directory (default: the shipped baseline).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False),
+              help=f"Results CSV (default: ./{DEFAULT_RESULTS_DIR}/<folder>-<model_id>-<time>.csv).")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per model call.")
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds one file may take to decode before it is an error row.")
+@click.option("--continue", "resume", is_flag=True,
+              help="Append to --out, skipping files it already has an ok row for.")
+@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@handle_errors
+def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size: int,
+          timeout: float, resume: bool, weights: str | None) -> int:
+    """Score every image under FOLDER into a per-image CSV."""
+    from .datasets import is_labeled, label_of_path
+    from .images import discover
+    from .scoring import COLUMNS, LABEL_COLUMN, BatchScorer, CsvSink, already_scored
+
+    bundle = _resolve_model(model)
+    root = Path(folder)
+    paths = [str(p) for p in discover(root)]
+    labels = None
+    columns = list(COLUMNS)
+    if root.is_dir() and is_labeled(root):
+        labels = {p: label_of_path(p, root) or "" for p in paths}
+        columns.append(LABEL_COLUMN)
+    if resume and not out:
+        raise UsageError("--continue needs --out (the results file to continue)")
+    out_path = Path(out) if out else default_out(root, bundle.model_id)
+    todo = paths
+    if resume:
+        done = already_scored(out_path, bundle.model_id)
+        todo = [p for p in paths if p not in done]
+        log.info("continuing %s: %d already scored, %d to go", out_path, len(paths) - len(todo),
+                 len(todo))
+    kwargs = {"weights": weights} if weights else {}
+    scorer = BatchScorer(bundle, n_jobs=jobs, timeout=timeout, batch_size=batch_size, **kwargs)
+    log.info("scoring %d file(s) under %s with %s (%s, model_id %s)", len(todo), root,
+             bundle.name, bundle.kind, bundle.model_id)
+    with CsvSink(out_path, columns, append=resume) as sink:
+        stats = scorer.run(todo, sink, labels)
+    stats.n_skipped = len(paths) - len(todo)
+    summary = {"out": str(out_path), "model_id": bundle.model_id, **stats.as_dict()}
+    click.echo(json.dumps(summary))
+    return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,208 @@
+"""The batch runner: load a model once, stream files through workers, write each row as it lands.
+
+Workers (joblib, see :mod:`xray_score.parallel`) decode and preprocess; the main process owns
+the model, predicts in batches and appends rows to the sink, flushed batch by batch, so a
+killed run keeps everything it wrote. ``--continue`` skips files a previous run already scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .calibration import apply_calibration
+from .datasets import CLASS_NAMES
+from .errors import ErrorKind
+from .parallel import TaskFailure, resilient_map
+from .worker import FileResult
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["path", "sha256", "model_id", "p_pneumonia", "predicted_label", "threshold",
+           "status", "error_kind", "error", "width", "height", "ms"]
+LABEL_COLUMN = "true_label"
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A file name as valid text: undecodable bytes become ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+class CsvSink:
+    """Append-only CSV of result rows; each :meth:`write` is flushed and fsynced."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str], append: bool = False):
+        self.path = Path(path)
+        self.columns = columns
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        exists = append and self.path.is_file() and self.path.stat().st_size > 0
+        self._fh = open(self.path, "a" if exists else "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
+        if not exists:
+            self._writer.writeheader()
+            self._sync()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._writer.writerows(rows)
+            self._sync()
+
+    def _sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> CsvSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class RunStats:
+    """What a run did, for logs, summaries and the exit code."""
+
+    n_files: int = 0
+    n_ok: int = 0
+    n_error: int = 0
+    n_skipped: int = 0
+    errors_by_kind: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.n_ok + self.n_error) / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"files": self.n_files, "scored": self.n_ok, "errors": self.n_error,
+                "skipped": self.n_skipped, "errors_by_kind": dict(self.errors_by_kind),
+                "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 2)}
+
+
+class BatchScorer:
+    """Scores files with one bundle: preprocessing in workers, batched prediction here."""
+
+    def __init__(self, bundle: Bundle, n_jobs: int = 2, timeout: float | None = 60.0,
+                 batch_size: int = 64, predictor: Any = None, **predictor_kwargs: Any):
+        self.bundle = bundle
+        self.predictor = predictor or bundle.predictor(**predictor_kwargs)
+        self.preprocessor = self.predictor.preprocessor
+        self.n_jobs = n_jobs
+        self.timeout = timeout
+        self.batch_size = batch_size
+
+    def iter_results(self, paths: Iterable[str | os.PathLike]) -> Iterator[FileResult]:
+        """Preprocessed files in completion order; hangs and crashes become error results."""
+        for _, path, outcome in resilient_map(self.preprocessor, [str(p) for p in paths],
+                                              n_jobs=self.n_jobs, timeout=self.timeout):
+            if isinstance(outcome, TaskFailure):
+                outcome = FileResult(path=path, error_kind=outcome.kind.value,
+                                     error=outcome.message)
+            yield outcome
+
+    def iter_batches(self, paths: Iterable[str | os.PathLike]) -> Iterator[list[FileResult]]:
+        """Groups of results: failed files alone at once, good ones in model-sized batches."""
+        pending: list[FileResult] = []
+        for result in self.iter_results(paths):
+            if not result.ok:
+                yield [result]
+                continue
+            pending.append(result)
+            if len(pending) >= self.batch_size:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    def predict(self, batch: list[FileResult]) -> np.ndarray:
+        """Calibrated probabilities for a batch of good results (NaN where the model failed)."""
+        x = np.stack([r.x for r in batch])
+        try:
+            raw = self.predictor.predict_raw(x)
+        except Exception as exc:  # noqa: BLE001 - isolate the input the model chokes on
+            if len(batch) == 1:
+                batch[0].error_kind, batch[0].error = ErrorKind.MODEL_ERROR.value, str(exc)
+                return np.array([np.nan])
+            return np.concatenate([self.predict([r]) for r in batch])
+        return apply_calibration(self.bundle.calibration, raw)
+
+    def rows(self, batch: list[FileResult], labels: dict[str, str] | None = None
+             ) -> list[dict[str, Any]]:
+        probs = self.predict(batch) if batch[0].ok else np.array([np.nan])
+        threshold = self.bundle.threshold
+        out = []
+        for result, p in zip(batch, probs, strict=True):
+            row = {
+                "path": display_path(result.path),
+                "sha256": result.sha256 or "",
+                "model_id": self.bundle.model_id,
+                "width": result.width if result.width is not None else "",
+                "height": result.height if result.height is not None else "",
+                "ms": round(result.ms, 2),
+            }
+            if result.ok and np.isfinite(p):
+                row.update(p_pneumonia=f"{p:.6f}", threshold=f"{threshold:.6f}", status="ok",
+                           predicted_label=CLASS_NAMES[int(p >= threshold)],
+                           error_kind="", error="")
+            else:
+                row.update(p_pneumonia="", threshold="", predicted_label="", status="error",
+                           error_kind=result.error_kind or ErrorKind.MODEL_ERROR.value,
+                           error=result.error or "")
+            if labels is not None:
+                row[LABEL_COLUMN] = labels.get(result.path, "")
+            out.append(row)
+        return out
+
+    def run(self, paths: list[str | os.PathLike], sink: CsvSink,
+            labels: dict[str, str] | None = None, stats: RunStats | None = None) -> RunStats:
+        """Score ``paths`` into ``sink``; returns counts. Rows land batch by batch."""
+        stats = stats or RunStats()
+        stats.n_files += len(paths)
+        start = time.perf_counter()
+        last_log = start
+        for batch in self.iter_batches(paths):
+            rows = self.rows(batch, labels)
+            sink.write(rows)
+            for row in rows:
+                if row["status"] == "ok":
+                    stats.n_ok += 1
+                else:
+                    stats.n_error += 1
+                    stats.errors_by_kind[row["error_kind"]] += 1
+            if time.perf_counter() - last_log > 10:
+                last_log = time.perf_counter()
+                log.info("%d/%d files done", stats.n_ok + stats.n_error, len(paths))
+        stats.seconds += time.perf_counter() - start
+        return stats
+
+
+def already_scored(csv_path: Path, model_id: str) -> set[str]:
+    """Paths a previous run of the same model wrote an ``ok`` row for (``--continue``)."""
+    import pandas as pd
+
+    if not csv_path.is_file() or csv_path.stat().st_size == 0:
+        return set()
+    try:
+        done = pd.read_csv(csv_path, dtype=str, keep_default_na=False,
+                           on_bad_lines="skip", engine="python")
+    except (ValueError, pd.errors.ParserError) as exc:
+        log.warning("cannot read %s to continue from it (%s): scoring everything", csv_path, exc)
+        return set()
+    if not {"path", "status", "model_id"} <= set(done.columns):
+        return set()
+    mask = (done["status"] == "ok") & (done["model_id"] == model_id)
+    return set(done.loc[mask, "path"])
