@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from .worker import Preprocessor, preprocessor_for
-
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.lgb.txt"
@@ -37,10 +35,6 @@ class BaselinePredictor:
     booster: Any
     spec: dict[str, Any]
     history: dict[str, list[float]] = field(default_factory=dict)
-
-    @property
-    def preprocessor(self) -> Preprocessor:
-        return preprocessor_for(self.spec)
 
     @property
     def input_size(self) -> int:

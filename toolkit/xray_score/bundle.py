@@ -106,6 +106,12 @@ class Bundle:
         _verify_files(path, meta.get("files") or {})
         return cls(path=path, meta=meta, model_id=hashlib.sha256(raw).hexdigest()[:12])
 
+    def preprocessor(self) -> Any:
+        """The worker-side preprocessing this bundle's model was trained with (TF-free)."""
+        from .worker import preprocessor_for
+
+        return preprocessor_for(self.meta["pipeline"])
+
     def predictor(self, **kwargs: Any) -> Any:
         """The model behind this bundle (see the Predictor protocol in docs/CONTRACTS.md)."""
         if self.kind == "baseline":
@@ -114,7 +120,7 @@ class Bundle:
             return BaselinePredictor.load(self)
         from .cnn import CnnPredictor
 
-        return CnnPredictor.load(self, **kwargs)
+        return CnnPredictor.load(self.path, self.meta, **kwargs)
 
 
 def _verify_files(path: Path, files: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -176,12 +177,13 @@ def train_cnn(data: str, val: str | None, out: str, overrides: tuple[str, ...], 
 
 
 # ----------------------------------------------------------------------------- batch
-def default_out(folder: Path, model_id: str) -> Path:
+def default_out(folder: Path, model_id: str, prefix: str = "") -> Path:
     """``./xray-score-results/<folder>-<model_id>-<timestamp>.csv``, never an existing file."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(DEFAULT_RESULTS_DIR) / f"{folder.resolve().name or 'root'}-{model_id}-{stamp}"
-    candidate, n = base.with_suffix(".csv"), 1
-    while candidate.exists():
+    name = f"{prefix}{folder.resolve().name or 'root'}-{model_id}-{stamp}"
+    base = Path(DEFAULT_RESULTS_DIR) / name
+    candidate, n = Path(f"{base}.csv"), 1
+    while candidate.exists() or candidate.with_suffix(".html").exists():
         candidate, n = Path(f"{base}-{n}.csv"), n + 1
     return candidate
 
@@ -190,7 +192,8 @@ def default_out(folder: Path, model_id: str) -> Path:
 @click.argument("folder", type=click.Path(exists=True))
 @click.option("--model", "-m", help="Model bundle directory (default: the shipped baseline).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False),
-              help=f"Results CSV (default: ./{DEFAULT_RESULTS_DIR}/<folder>-<model_id>-<time>.csv).")
+              help=f"Results CSV (default: ./{DEFAULT_RESULTS_DIR}/"
+              "<folder>-<model_id>-<time>.csv).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
 @click.option("--batch-size", default=64, show_default=True, help="Images per model call.")
 @click.option("--timeout", default=60.0, show_default=True,
@@ -198,9 +201,11 @@ def default_out(folder: Path, model_id: str) -> Path:
 @click.option("--continue", "resume", is_flag=True,
               help="Append to --out, skipping files it already has an ok row for.")
 @click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Write an HTML run summary beside the CSV (same name, .html).")
 @handle_errors
 def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size: int,
-          timeout: float, resume: bool, weights: str | None) -> int:
+          timeout: float, resume: bool, weights: str | None, report: bool) -> int:
     """Score every image under FOLDER into a per-image CSV."""
     from .datasets import is_labeled, label_of_path
     from .images import discover
@@ -227,11 +232,110 @@ def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size
     scorer = BatchScorer(bundle, n_jobs=jobs, timeout=timeout, batch_size=batch_size, **kwargs)
     log.info("scoring %d file(s) under %s with %s (%s, model_id %s)", len(todo), root,
              bundle.name, bundle.kind, bundle.model_id)
+    started = time.time()
     with CsvSink(out_path, columns, append=resume) as sink:
         stats = scorer.run(todo, sink, labels)
     stats.n_skipped = len(paths) - len(todo)
     summary = {"out": str(out_path), "model_id": bundle.model_id, **stats.as_dict()}
+    if report:
+        from .workflows import write_batch_summary
+
+        try:
+            summary["report"] = str(write_batch_summary(out_path, bundle, _command(), started))
+        except Exception:  # noqa: BLE001 - the CSV is the result; the summary is a courtesy
+            log.exception("could not write the HTML run summary (results are in %s)", out_path)
     click.echo(json.dumps(summary))
+    return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK
+
+
+def _command() -> str:
+    return "xray-score " + " ".join(sys.argv[1:])
+
+
+# ----------------------------------------------------------------------------- evaluate
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "-m", help="Model bundle (default: the shipped baseline).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Report HTML "
+              f"(default: ./{DEFAULT_RESULTS_DIR}/evaluate-<folder>-<model_id>-<time>.html).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False),
+              help="Per-image results CSV (default: beside the report).")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+@click.option("--no-thumbnails", is_flag=True, help="Leave the image gallery out of the report.")
+@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@handle_errors
+def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | None, jobs: int,
+             no_thumbnails: bool, weights: str | None) -> int:
+    """Score a labeled FOLDER and write an HTML evaluation report with CIs."""
+    from .workflows import evaluate_folder
+
+    bundle = _resolve_model(model)
+    out_path = Path(out) if out else default_out(Path(folder), bundle.model_id,
+                                                 "evaluate-").with_suffix(".html")
+    csv_path = Path(csv_out) if csv_out else out_path.with_suffix(".csv")
+    kwargs = {"weights": weights} if weights else {}
+    report, stats = evaluate_folder(bundle, Path(folder), out_path, csv_path, jobs,
+                                    thumbnails=not no_thumbnails, command=_command(), **kwargs)
+    click.echo(json.dumps({"report": str(report), "results": str(csv_path),
+                           "model_id": bundle.model_id, **stats.as_dict()}))
+    return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK
+
+
+# ----------------------------------------------------------------------------- compare
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--baseline", help="Baseline bundle (default: the shipped one).")
+@click.option("--cnn", help="CNN bundle (default: the shipped one).")
+@click.option("--model", "-m", "extra", multiple=True,
+              help="More bundles to compare (repeatable), e.g. pipelines/seeds models.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Report HTML.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False),
+              help="Per-image CSV with every model's score (default: beside the report).")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+@click.option("--timeout", default=60.0, show_default=True, help="Per-file decode limit (s).")
+@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@handle_errors
+def compare(folder: str, baseline: str | None, cnn: str | None, extra: tuple[str, ...],
+            out: str | None, csv_out: str | None, jobs: int, timeout: float,
+            weights: str | None) -> int:
+    """Score FOLDER with several bundles (one decode per image) and test the differences."""
+    from .bundle import Bundle
+    from .workflows import compare_folder
+
+    bundles = [_resolve_model(baseline, "baseline"), _resolve_model(cnn, "cnn")]
+    bundles += [Bundle.load(p) for p in extra]
+    ids = [b.model_id for b in bundles]
+    if len(set(ids)) != len(ids):
+        raise UsageError("the same bundle was given twice")
+    out_path = Path(out) if out else default_out(Path(folder), "-".join(ids),
+                                                 "compare-").with_suffix(".html")
+    csv_path = Path(csv_out) if csv_out else out_path.with_suffix(".csv")
+    kwargs = {"weights": weights} if weights else {}
+    report, wide = compare_folder(bundles, Path(folder), out_path, csv_path, jobs, timeout,
+                                  command=_command(), **kwargs)
+    failed = int((wide[[f"status_{i}" for i in ids]] != "ok").any(axis=1).sum())
+    click.echo(json.dumps({"report": str(report), "results": str(csv_path), "models": ids,
+                           "images": len(wide), "images_with_errors": failed}))
+    return ExitCode.SOME_FAILED if failed else ExitCode.OK
+
+
+# ----------------------------------------------------------------------------- embed
+@main.command()
+@click.argument("folder", type=click.Path(exists=True))
+@click.option("--model", "-m", help="CNN bundle (default: the shipped CNN).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Embeddings file: .parquet (default) or .csv.")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@handle_errors
+def embed(folder: str, model: str | None, out: str, jobs: int, weights: str | None) -> int:
+    """Export the CNN embedding of every image under FOLDER."""
+    from .workflows import embed_folder
+
+    bundle = _resolve_model(model, "cnn")
+    kwargs = {"weights": weights} if weights else {}
+    stats = embed_folder(bundle, Path(folder), Path(out), jobs, **kwargs)
+    click.echo(json.dumps({"out": out, "model_id": bundle.model_id, **stats.as_dict()}))
     return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK
 
 

@@ -46,7 +46,8 @@ class CsvSink:
         self.columns = columns
         self.path.parent.mkdir(parents=True, exist_ok=True)
         exists = append and self.path.is_file() and self.path.stat().st_size > 0
-        self._fh = open(self.path, "a" if exists else "w", newline="", encoding="utf-8")
+        self._fh = open(  # noqa: SIM115 - closed by close()/__exit__
+            self.path, "a" if exists else "w", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
         if not exists:
             self._writer.writeheader()
@@ -100,7 +101,7 @@ class BatchScorer:
                  batch_size: int = 64, predictor: Any = None, **predictor_kwargs: Any):
         self.bundle = bundle
         self.predictor = predictor or bundle.predictor(**predictor_kwargs)
-        self.preprocessor = self.predictor.preprocessor
+        self.preprocessor = bundle.preprocessor()
         self.n_jobs = n_jobs
         self.timeout = timeout
         self.batch_size = batch_size
