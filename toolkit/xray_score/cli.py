@@ -209,7 +209,15 @@ def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size
     """Score every image under FOLDER into a per-image CSV."""
     from .datasets import is_labeled, label_of_path
     from .images import discover
-    from .scoring import COLUMNS, LABEL_COLUMN, BatchScorer, CsvSink, already_scored
+    from .scoring import (
+        COLUMNS,
+        DICOM_COLUMNS,
+        LABEL_COLUMN,
+        BatchScorer,
+        CsvSink,
+        already_scored,
+        has_dicom,
+    )
 
     bundle = _resolve_model(model)
     root = Path(folder)
@@ -219,6 +227,8 @@ def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size
     if root.is_dir() and is_labeled(root):
         labels = {p: label_of_path(p, root) or "" for p in paths}
         columns.append(LABEL_COLUMN)
+    if has_dicom(paths):
+        columns += DICOM_COLUMNS
     if resume and not out:
         raise UsageError("--continue needs --out (the results file to continue)")
     out_path = Path(out) if out else default_out(root, bundle.model_id)

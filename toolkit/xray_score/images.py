@@ -18,9 +18,11 @@ import errno
 import hashlib
 import logging
 import os
+import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -46,6 +48,12 @@ _MAGIC = (
     (b"MM\x00*", "tiff"),
 )
 
+# What Pillow raises on corrupt input (fuzzing found TypeError from bad TIFF tag types).
+_PIL_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, IndexError,
+    struct.error, ArithmeticError,
+)
+
 Image.MAX_IMAGE_PIXELS = None  # we check the pixel count ourselves, with a typed error
 cv2.setNumThreads(1)  # one decode per worker process; parallelism comes from the pool
 
@@ -58,15 +66,19 @@ class Decoded:
     width: int
     height: int
     fmt: str
+    extra: dict[str, Any] = field(default_factory=dict)  # DICOM ids, frames, notes
 
 
 def sniff_format(head: bytes) -> str | None:
-    """Name the image format from a file's first bytes (content, not extension)."""
+    """Name the image format from a file's first bytes (content, not extension).
+
+    DICOM is tested first: its 128-byte preamble may itself hold a TIFF header.
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
     return None
 
 
@@ -181,7 +193,7 @@ def decode_gray(
         img = Image.open(io.BytesIO(data), formats=[fmt.upper()])
     except UnidentifiedImageError as exc:
         raise ImageError(ErrorKind.TRUNCATED, f"corrupt {fmt} header") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except _PIL_ERRORS as exc:
         raise ImageError(ErrorKind.TRUNCATED, f"corrupt {fmt}: {exc}") from exc
     width, height = img.size
     if width <= 0 or height <= 0:
@@ -191,17 +203,17 @@ def decode_gray(
             ErrorKind.TOO_LARGE,
             f"{width}x{height} = {width * height:,} pixels exceeds the limit {max_pixels:,}",
         )
-    if fmt == "jpeg" and draft_size and img.mode in ("L", "RGB", "YCbCr", "CMYK"):
-        img.draft("L", (2 * draft_size, 2 * draft_size))
     try:
+        if fmt == "jpeg" and draft_size and img.mode in ("L", "RGB", "YCbCr", "CMYK"):
+            img.draft("L", (2 * draft_size, 2 * draft_size))
         img.load()
         gray = _to_gray(img)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(ErrorKind.TRUNCATED, f"cannot decode {fmt}: {exc}") from exc
     except (MemoryError, Image.DecompressionBombError) as exc:
         raise ImageError(ErrorKind.TOO_LARGE, f"{fmt} too large to decode: {exc}") from exc
+    except _PIL_ERRORS as exc:
+        raise ImageError(ErrorKind.TRUNCATED, f"cannot decode {fmt}: {exc}") from exc
     return Decoded(gray=gray, width=width, height=height, fmt=fmt)
 
 
@@ -246,6 +258,7 @@ class Canonical:
     width: int
     height: int
     fmt: str
+    extra: dict[str, Any] = field(default_factory=dict)  # Decoded.extra (DICOM ids, ...)
 
 
 def load_canonical(
@@ -259,4 +272,4 @@ def load_canonical(
     digest = sha256_bytes(data)
     decoded = decode_gray(data, max_pixels=max_pixels, draft_size=size if jpeg_draft else None)
     pixels = resize_square(decoded.gray, size)
-    return Canonical(pixels, digest, decoded.width, decoded.height, decoded.fmt)
+    return Canonical(pixels, digest, decoded.width, decoded.height, decoded.fmt, decoded.extra)

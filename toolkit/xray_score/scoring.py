@@ -31,6 +31,26 @@ log = logging.getLogger(__name__)
 COLUMNS = ["path", "sha256", "model_id", "p_pneumonia", "predicted_label", "threshold",
            "status", "error_kind", "error", "width", "height", "ms"]
 LABEL_COLUMN = "true_label"
+DICOM_COLUMNS = ["patient_id", "study_instance_uid", "sop_instance_uid", "note"]
+_DICOM_KEYS = {"patient_id": "PatientID", "study_instance_uid": "StudyInstanceUID",
+               "sop_instance_uid": "SOPInstanceUID", "note": "note"}
+
+
+def has_dicom(paths: Iterable[str | os.PathLike]) -> bool:
+    """Whether any file is DICOM by content (files with image-format suffixes are not read)."""
+    from .images import sniff_format
+
+    plain = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff"}
+    for path in paths:
+        if Path(path).suffix.lower() in plain:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                if sniff_format(fh.read(132)) == "dicom":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -165,6 +185,9 @@ class BatchScorer:
                            error=result.error or "")
             if labels is not None:
                 row[LABEL_COLUMN] = labels.get(result.path, "")
+            for column, key in _DICOM_KEYS.items():
+                value = result.extra.get(key)
+                row[column] = "" if value is None else str(value)
             out.append(row)
         return out
 

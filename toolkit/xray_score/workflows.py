@@ -21,7 +21,15 @@ from .bundle import Bundle
 from .datasets import is_labeled, label_of_path, patient_id
 from .images import discover
 from .parallel import TaskFailure, resilient_map
-from .scoring import COLUMNS, LABEL_COLUMN, BatchScorer, CsvSink, RunStats
+from .scoring import (
+    COLUMNS,
+    DICOM_COLUMNS,
+    LABEL_COLUMN,
+    BatchScorer,
+    CsvSink,
+    RunStats,
+    has_dicom,
+)
 from .worker import FileResult, MultiPreprocessor
 
 log = logging.getLogger(__name__)
@@ -119,6 +127,7 @@ def score_folder(bundle: Bundle, folder: Path, csv_path: Path, n_jobs: int,
     paths = [str(p) for p in discover(folder)]
     labels = folder_labels(folder, paths)
     columns = COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
+    columns += DICOM_COLUMNS if has_dicom(paths) else []
     scorer = BatchScorer(bundle, n_jobs=n_jobs, **predictor_kwargs)
     with CsvSink(csv_path, columns) as sink:
         stats = scorer.run(paths, sink, labels)
