@@ -216,6 +216,7 @@ def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size
         BatchScorer,
         CsvSink,
         already_scored,
+        display_path,
         has_dicom,
     )
 
@@ -235,7 +236,7 @@ def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size
     todo = paths
     if resume:
         done = already_scored(out_path, bundle.model_id)
-        todo = [p for p in paths if p not in done]
+        todo = [p for p in paths if display_path(p) not in done]
         log.info("continuing %s: %d already scored, %d to go", out_path, len(paths) - len(todo),
                  len(todo))
     kwargs = {"weights": weights} if weights else {}

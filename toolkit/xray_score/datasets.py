@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import UsageError
 from .images import discover
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,10 @@ _PATIENT_PATTERNS = (
     re.compile(r"^(NORMAL2-IM-\d+)-", re.IGNORECASE),  # NORMAL2-IM-1427-0001.jpeg
     re.compile(r"^(IM-\d+)-", re.IGNORECASE),  # IM-0115-0001.jpeg
 )
+
+
+class DatasetError(UsageError, ValueError):
+    """A folder or split request that cannot give a labeled set (CLI exit code 2)."""
 
 
 def patient_id(filename: str) -> str | None:
@@ -65,8 +70,8 @@ def read_labeled(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.
     root = Path(root)
     dirs = _class_dirs(root)
     if not dirs:
-        raise ValueError(f"{root} is not a labeled folder: expected NORMAL/ and PNEUMONIA/ "
-                         "sub-folders, or train|val|test/ with them")
+        raise DatasetError(f"{root} is not a labeled folder: expected NORMAL/ and PNEUMONIA/ "
+                           "sub-folders, or train|val|test/ with them")
     rows = []
     for class_name, folder, split in dirs:
         if splits and split not in splits:
@@ -87,7 +92,13 @@ def read_labeled(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.
 
 def label_of_path(path: str | Path, root: str | Path) -> str | None:
     """The class name of a file inside a labeled folder, from its parent folder names."""
-    rel = Path(path).resolve().relative_to(Path(root).resolve())
+    try:  # paths from discover() start with root, even through symlinked sub-folders
+        rel = Path(path).relative_to(root)
+    except ValueError:
+        try:
+            rel = Path(path).resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            return None
     for part in rel.parts[:-1]:
         if part.upper() in CLASS_NAMES:
             return part.upper()
@@ -103,7 +114,7 @@ def patient_split(
     added (an existing patient keeps its side).
     """
     if not 0 < val_fraction < 1:
-        raise ValueError("val_fraction must be between 0 and 1")
+        raise DatasetError("val_fraction (validation.fraction) must be between 0 and 1")
     patients = df.groupby("patient_id")["label"].max()  # a patient with any pneumonia image
     val_ids: list[str] = []
     for _, ids in patients.groupby(patients):

@@ -65,6 +65,10 @@ def resilient_map(
         for index, item in source:
             yield index, item, func(item)
         return
+    if n_jobs == 1:
+        # joblib runs n_jobs=1 in this process and ignores the timeout: use a worker pool
+        # but dispatch one task at a time, so a hang or crash is still caught.
+        n_jobs, pre_dispatch = 2, "1"
 
     while True:
         runner = Parallel(

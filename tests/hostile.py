@@ -1,0 +1,43 @@
+"""Hostile tasks for the crash/hang tests, importable by loky worker processes.
+
+Kept at module level (picklable by reference). The tests folder is on ``sys.path`` under pytest,
+and loky hands the parent's ``sys.path`` to its workers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HANG_SECONDS = 60.0
+
+
+def square_or_die(item: int) -> int:
+    """``item ** 2``; hangs on -1, kills its process on -2."""
+    if item == -1:
+        time.sleep(HANG_SECONDS)
+    if item == -2:
+        os._exit(13)
+    return item * item
+
+
+def worker_pid(_: Any) -> int:
+    return os.getpid()
+
+
+@dataclass(frozen=True)
+class HostilePreprocessor:
+    """Wraps a real preprocessor; hangs on files named ``hang*``, dies on ``crash*``."""
+
+    inner: Any
+
+    def __call__(self, path: str) -> Any:
+        name = Path(path).name
+        if name.startswith("hang"):
+            time.sleep(HANG_SECONDS)
+        if name.startswith("crash"):
+            os._exit(13)
+        return self.inner(path)

@@ -1,0 +1,97 @@
+"""HogLbpFeatures behaves as a scikit-learn transformer and refuses the wrong input size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from conftest import make_xray
+from xray_score.features import HogLbpFeatures
+from xray_score.images import resize_square
+
+
+def images(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = np.stack([resize_square(make_xray(int(label), rng, size=(140, 120)), size)
+                  for label in y])
+    return x, y
+
+
+def test_get_set_params_and_clone():
+    f = HogLbpFeatures(image_size=64, hog_pixels_per_cell=8, lbp_points=(8,), lbp_radii=(1,),
+                       clahe=True)
+    params = f.get_params()
+    assert params["image_size"] == 64 and params["hog_pixels_per_cell"] == 8
+    assert params["lbp_points"] == (8,) and params["clahe"] is True
+    g = clone(f)
+    assert g is not f and g.get_params() == params
+    g.set_params(intensity_bins=0, lbp_grid=2)
+    assert g.intensity_bins == 0 and g.lbp_grid == 2
+    assert f.intensity_bins == 16  # the original is untouched
+
+
+def test_shape_matches_n_features_and_is_float32():
+    x, _ = images(3)
+    for f in (HogLbpFeatures(image_size=64),
+              HogLbpFeatures(image_size=64, hog_pixels_per_cell=8, lbp_grid=2, intensity_bins=0),
+              HogLbpFeatures(image_size=64, lbp_points=(8, 16, 24), lbp_radii=(1, 2, 3))):
+        out = f.fit_transform(x)
+        assert out.shape == (3, f.n_features_)
+        assert out.dtype == np.float32 and np.isfinite(out).all()
+        np.testing.assert_array_equal(out[1], f.transform_one(x[1]))
+        assert f.transform(x[0]).shape == (1, f.n_features_)  # one 2-D image
+    assert HogLbpFeatures(image_size=64).transform(np.zeros((0, 64, 64), np.uint8)).shape[0] == 0
+
+
+def test_different_settings_give_different_sizes():
+    a = HogLbpFeatures(image_size=64).n_features_
+    b = HogLbpFeatures(image_size=64, intensity_bins=0).n_features_
+    assert a - b == 16
+
+
+def test_lbp_histograms_sum_to_one_per_region():
+    f = HogLbpFeatures(image_size=64, lbp_points=(8,), lbp_radii=(1,), lbp_grid=4,
+                       intensity_bins=8)
+    x, _ = images(1)
+    out = f.transform_one(x[0])
+    hist = out[-8:]
+    assert hist.sum() == pytest.approx(1.0, abs=1e-5)
+    lbp = out[-8 - 16 * 10:-8].reshape(16, 10)
+    np.testing.assert_allclose(lbp.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_clahe_changes_features():
+    x, _ = images(2)
+    plain = HogLbpFeatures(image_size=64).fit_transform(x)
+    eq = HogLbpFeatures(image_size=64, clahe=True).fit_transform(x)
+    assert plain.shape == eq.shape
+    assert not np.allclose(plain, eq)
+
+
+def test_refuses_wrong_size_and_bad_params():
+    f = HogLbpFeatures(image_size=64)
+    with pytest.raises(ValueError, match="64"):
+        f.transform_one(np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError):
+        f.transform(np.zeros((2, 64, 48), np.uint8))
+    with pytest.raises(ValueError):
+        HogLbpFeatures(image_size=64, lbp_points=(8, 16), lbp_radii=(1,)).fit(None)
+    with pytest.raises(ValueError):
+        HogLbpFeatures(image_size=66, lbp_grid=4).fit(None)
+
+
+def test_inside_a_pipeline_with_a_classifier():
+    x, y = images(40, seed=1)
+    pipe = Pipeline([("features", HogLbpFeatures(image_size=64)),
+                     ("clf", LogisticRegression(max_iter=2000))])
+    pipe.fit(x[:30], y[:30])
+    assert pipe.predict(x[30:]).shape == (10,)
+    assert pipe.score(x[30:], y[30:]) >= 0.8
+    pipe.set_params(features__intensity_bins=0)
+    assert pipe.named_steps["features"].intensity_bins == 0
+    cloned = clone(pipe).fit(x[:30], y[:30])
+    assert cloned.predict_proba(x[30:]).shape == (10, 2)
