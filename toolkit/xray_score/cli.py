@@ -188,75 +188,134 @@ def default_out(folder: Path, model_id: str, prefix: str = "") -> Path:
     return candidate
 
 
+_BATCH_CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_size",
+                               "timeout", "weights", "report", "backend", "scheduler",
+                               "num_parts", "part_id")
+
+
 @main.command()
-@click.argument("folder", type=click.Path(exists=True))
+@click.argument("folder", required=False, type=click.Path())
 @click.option("--model", "-m", help="Model bundle directory (default: the shipped baseline).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False),
-              help=f"Results CSV (default: ./{DEFAULT_RESULTS_DIR}/"
-              "<folder>-<model_id>-<time>.csv).")
-@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+              help=f"Results file, rewritten at the end of every run (default: ./"
+              f"{DEFAULT_RESULTS_DIR}/<folder>-<model_id>-<time>.csv).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True, help="Format of --out.")
+@click.option("--ledger", type=click.Path(dir_okay=False),
+              help="Results ledger (SQLite). Default: <out>.ledger.sqlite with --out, else "
+              f"./{DEFAULT_RESULTS_DIR}/ledger.sqlite.")
+@click.option("--jobs", "-j", default=2, show_default=True,
+              help="Worker processes (Dask: tasks in flight; default all cluster threads).")
 @click.option("--batch-size", default=64, show_default=True, help="Images per model call.")
 @click.option("--timeout", default=60.0, show_default=True,
               help="Seconds one file may take to decode before it is an error row.")
-@click.option("--continue", "resume", is_flag=True,
-              help="Append to --out, skipping files it already has an ok row for.")
+@click.option("--continue", "resume", is_flag=True, hidden=True,
+              help="Kept for old scripts: every run continues from the ledger.")
 @click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
 @click.option("--report/--no-report", default=True, show_default=True,
-              help="Write an HTML run summary beside the CSV (same name, .html).")
+              help="Write an HTML run summary beside the results (same name, .html).")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
+              show_default=True, help="Where decoding runs: local processes or a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (--backend dask).")
+@click.option("--num-parts", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Split the job into this many shards (needs --ledger shared by all).")
+@click.option("--part-id", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Which shard this run scores (0 .. num-parts - 1).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+              help="Job YAML (e.g. pipelines/nightly.yaml); command-line options override it.")
+@click.pass_context
 @handle_errors
-def batch(folder: str, model: str | None, out: str | None, jobs: int, batch_size: int,
-          timeout: float, resume: bool, weights: str | None, report: bool) -> int:
-    """Score every image under FOLDER into a per-image CSV."""
-    from .datasets import is_labeled, label_of_path
-    from .images import discover
-    from .scoring import (
-        COLUMNS,
-        DICOM_COLUMNS,
-        LABEL_COLUMN,
-        BatchScorer,
-        CsvSink,
-        already_scored,
-        display_path,
-        has_dicom,
-    )
+def batch(ctx: click.Context, folder: str | None, model: str | None, out: str | None, fmt: str,
+          ledger: str | None, jobs: int, batch_size: int, timeout: float, resume: bool,
+          weights: str | None, report: bool, backend: str, scheduler: str | None,
+          num_parts: int, part_id: int, config: str | None) -> int:
+    """Score every image under FOLDER into a per-image results file, incrementally.
 
-    bundle = _resolve_model(model)
-    root = Path(folder)
-    paths = [str(p) for p in discover(root)]
-    labels = None
-    columns = list(COLUMNS)
-    if root.is_dir() and is_labeled(root):
-        labels = {p: label_of_path(p, root) or "" for p in paths}
-        columns.append(LABEL_COLUMN)
-    if has_dicom(paths):
-        columns += DICOM_COLUMNS
-    if resume and not out:
-        raise UsageError("--continue needs --out (the results file to continue)")
-    out_path = Path(out) if out else default_out(root, bundle.model_id)
-    todo = paths
-    if resume:
-        done = already_scored(out_path, bundle.model_id)
-        todo = [p for p in paths if display_path(p) not in done]
-        log.info("continuing %s: %d already scored, %d to go", out_path, len(paths) - len(todo),
-                 len(todo))
-    kwargs = {"weights": weights} if weights else {}
-    scorer = BatchScorer(bundle, n_jobs=jobs, timeout=timeout, batch_size=batch_size, **kwargs)
-    log.info("scoring %d file(s) under %s with %s (%s, model_id %s)", len(todo), root,
-             bundle.name, bundle.kind, bundle.model_id)
+    Scores are kept in a ledger keyed by image content and model: a re-run scores only new
+    or changed images (and retries transient errors), then rewrites --out for the whole
+    folder (or this shard). A second run on the same ledger and shard exits with 3.
+    """
+    opts = {"folder": folder, "model": model, "out": out, "fmt": fmt, "ledger": ledger,
+            "jobs": jobs, "batch_size": batch_size, "timeout": timeout, "weights": weights,
+            "report": report, "backend": backend, "scheduler": scheduler,
+            "num_parts": num_parts, "part_id": part_id}
+    from_config = _batch_config(ctx, Path(config)) if config else {}
+    opts.update(from_config)
+    jobs_given = ("jobs" in from_config
+                  or ctx.get_parameter_source("jobs") is not click.core.ParameterSource.DEFAULT)
+    job, bundle = _batch_job(opts, resume, jobs_given)
+    log.info("scoring %s with %s (%s, model_id %s) into %s", job.folder, bundle.name,
+             bundle.kind, bundle.model_id, job.out)
+    from .incremental import run_job
+
     started = time.time()
-    with CsvSink(out_path, columns, append=resume) as sink:
-        stats = scorer.run(todo, sink, labels)
-    stats.n_skipped = len(paths) - len(todo)
-    summary = {"out": str(out_path), "model_id": bundle.model_id, **stats.as_dict()}
-    if report:
+    summary, code = run_job(bundle, job)
+    if opts["report"]:
         from .workflows import write_batch_summary
 
         try:
-            summary["report"] = str(write_batch_summary(out_path, bundle, _command(), started))
-        except Exception:  # noqa: BLE001 - the CSV is the result; the summary is a courtesy
-            log.exception("could not write the HTML run summary (results are in %s)", out_path)
+            summary["report"] = str(write_batch_summary(job.out, bundle, _command(), started))
+        except Exception:  # noqa: BLE001 - the results are written; the summary is a courtesy
+            log.exception("could not write the HTML run summary (results are in %s)", job.out)
     click.echo(json.dumps(summary))
-    return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK
+    return code
+
+
+def _batch_config(ctx: click.Context, path: Path) -> dict[str, Any]:
+    """The job YAML's values for the options not given on the command line."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of batch options")
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    values = {("fmt" if k == "format" else k): v for k, v in values.items()}
+    unknown = set(values) - set(_BATCH_CONFIG_KEYS)
+    if unknown:
+        raise UsageError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}")
+    cli_given = {name for name in _BATCH_CONFIG_KEYS
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    return {k: v for k, v in values.items() if k not in cli_given}
+
+
+def _batch_job(opts: dict[str, Any], resume: bool, jobs_given: bool) -> tuple[Any, Any]:
+    """Check the options and build the :class:`xray_score.incremental.Job`."""
+    from .incremental import Job
+
+    if not opts["folder"]:
+        raise UsageError("no FOLDER given (as an argument or in --config)")
+    root = Path(opts["folder"])
+    if not root.exists():
+        raise UsageError(f"no such folder: {root}")
+    if resume and not (opts["out"] or opts["ledger"]):
+        raise UsageError("--continue needs --out (the results file to continue)")
+    if opts["fmt"] not in ("csv", "parquet"):
+        raise UsageError(f"--format must be csv or parquet, not {opts['fmt']!r}")
+    num_parts, part_id = int(opts["num_parts"]), int(opts["part_id"])
+    if not 0 <= part_id < num_parts:
+        raise UsageError(f"--part-id must be in 0..{num_parts - 1}")
+    if num_parts > 1 and not opts["ledger"]:
+        raise UsageError("--num-parts needs --ledger: one ledger shared by every shard")
+    if (opts["backend"] == "dask") != bool(opts["scheduler"]):
+        raise UsageError("--backend dask and --scheduler ADDRESS go together")
+    bundle = _resolve_model(opts["model"])
+    suffix = ".parquet" if opts["fmt"] == "parquet" else ".csv"
+    out = Path(opts["out"]) if opts["out"] else default_out(root, bundle.model_id).with_suffix(
+        suffix)
+    if opts["ledger"]:
+        ledger = Path(opts["ledger"])
+    elif opts["out"]:
+        ledger = out.with_name(out.name + ".ledger.sqlite")
+    else:
+        ledger = Path(DEFAULT_RESULTS_DIR) / "ledger.sqlite"
+    n_jobs = int(opts["jobs"]) if jobs_given or opts["backend"] != "dask" else -1
+    job = Job(folder=root, out=out, ledger=ledger, fmt=opts["fmt"], n_jobs=n_jobs,
+              timeout=float(opts["timeout"]) if opts["timeout"] else None,
+              batch_size=int(opts["batch_size"]), num_parts=num_parts, part_id=part_id,
+              backend=opts["backend"], scheduler=opts["scheduler"],
+              predictor_kwargs={"weights": opts["weights"]} if opts["weights"] else {},
+              argv=sys.argv[1:])
+    return job, bundle
 
 
 def _command() -> str:

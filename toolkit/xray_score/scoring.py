@@ -1,8 +1,9 @@
 """The batch runner: load a model once, stream files through workers, write each row as it lands.
 
 Workers (joblib, see :mod:`xray_score.parallel`) decode and preprocess; the main process owns
-the model, predicts in batches and appends rows to the sink, flushed batch by batch, so a
-killed run keeps everything it wrote. ``--continue`` skips files a previous run already scored.
+the model, predicts in batches and hands rows to a sink batch by batch (a CSV here, the results
+ledger for ``batch``, see :mod:`xray_score.incremental`). The model and the workers' preprocessing
+are built on first use, so a run with nothing to score never loads them (nor TensorFlow).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .bundle import Bundle
-from .calibration import apply_calibration
-from .datasets import CLASS_NAMES
 from .errors import ErrorKind
-from .parallel import TaskFailure, resilient_map
-from .worker import FileResult
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
+    from .worker import FileResult
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ def has_dicom(paths: Iterable[str | os.PathLike]) -> bool:
 def display_path(path: str | os.PathLike) -> str:
     """A file name as valid text: undecodable bytes become ``\\xNN`` escapes."""
     return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+class RowSink(Protocol):
+    """Where :meth:`BatchScorer.run` puts each batch of rows (durable when ``write`` returns)."""
+
+    def write(self, rows: list[dict[str, Any]]) -> None: ...
 
 
 class CsvSink:
@@ -120,14 +127,28 @@ class BatchScorer:
     def __init__(self, bundle: Bundle, n_jobs: int = 2, timeout: float | None = 60.0,
                  batch_size: int = 64, predictor: Any = None, **predictor_kwargs: Any):
         self.bundle = bundle
-        self.predictor = predictor or bundle.predictor(**predictor_kwargs)
-        self.preprocessor = bundle.preprocessor()
+        if predictor is not None:
+            self.predictor = predictor
+        self._predictor_kwargs = predictor_kwargs
         self.n_jobs = n_jobs
         self.timeout = timeout
         self.batch_size = batch_size
 
+    @cached_property
+    def predictor(self) -> Any:
+        """The bundle's model, loaded on first use (CNN bundles import TensorFlow here)."""
+        return self.bundle.predictor(**self._predictor_kwargs)
+
+    @cached_property
+    def preprocessor(self) -> Any:
+        """The picklable worker-side preprocessing (built on first use)."""
+        return self.bundle.preprocessor()
+
     def iter_results(self, paths: Iterable[str | os.PathLike]) -> Iterator[FileResult]:
         """Preprocessed files in completion order; hangs and crashes become error results."""
+        from .parallel import TaskFailure, resilient_map
+        from .worker import FileResult
+
         for _, path, outcome in resilient_map(self.preprocessor, [str(p) for p in paths],
                                               n_jobs=self.n_jobs, timeout=self.timeout):
             if isinstance(outcome, TaskFailure):
@@ -151,6 +172,8 @@ class BatchScorer:
 
     def predict(self, batch: list[FileResult]) -> np.ndarray:
         """Calibrated probabilities for a batch of good results (NaN where the model failed)."""
+        from .calibration import apply_calibration
+
         x = np.stack([r.x for r in batch])
         try:
             raw = self.predictor.predict_raw(x)
@@ -163,6 +186,9 @@ class BatchScorer:
 
     def rows(self, batch: list[FileResult], labels: dict[str, str] | None = None
              ) -> list[dict[str, Any]]:
+        """Result rows (the CSV/ledger schema, values as text) for one batch."""
+        from .datasets import CLASS_NAMES
+
         probs = self.predict(batch) if batch[0].ok else np.array([np.nan])
         threshold = self.bundle.threshold
         out = []
@@ -191,7 +217,7 @@ class BatchScorer:
             out.append(row)
         return out
 
-    def run(self, paths: list[str | os.PathLike], sink: CsvSink,
+    def run(self, paths: list[str | os.PathLike], sink: RowSink,
             labels: dict[str, str] | None = None, stats: RunStats | None = None) -> RunStats:
         """Score ``paths`` into ``sink``; returns counts. Rows land batch by batch."""
         stats = stats or RunStats()
@@ -213,20 +239,3 @@ class BatchScorer:
         stats.seconds += time.perf_counter() - start
         return stats
 
-
-def already_scored(csv_path: Path, model_id: str) -> set[str]:
-    """Paths a previous run of the same model wrote an ``ok`` row for (``--continue``)."""
-    import pandas as pd
-
-    if not csv_path.is_file() or csv_path.stat().st_size == 0:
-        return set()
-    try:
-        done = pd.read_csv(csv_path, dtype=str, keep_default_na=False,
-                           on_bad_lines="skip", engine="python")
-    except (ValueError, pd.errors.ParserError) as exc:
-        log.warning("cannot read %s to continue from it (%s): scoring everything", csv_path, exc)
-        return set()
-    if not {"path", "status", "model_id"} <= set(done.columns):
-        return set()
-    mask = (done["status"] == "ok") & (done["model_id"] == model_id)
-    return set(done.loc[mask, "path"])

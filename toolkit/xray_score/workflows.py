@@ -65,6 +65,8 @@ def with_patients(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_results(csv_path: Path) -> pd.DataFrame:
+    if csv_path.suffix.lower() == ".parquet":
+        return pd.read_parquet(csv_path)
     return pd.read_csv(csv_path, keep_default_na=True, dtype={"error_kind": str, "error": str})
 
 
