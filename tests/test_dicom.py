@@ -484,3 +484,22 @@ def test_every_bundled_file_gives_decoded_or_typed_error() -> None:
             assert dec.gray.dtype == np.uint8 and dec.gray.ndim == 2
         except ImageError as exc:
             assert exc.kind in ErrorKind
+
+
+def test_dicom_patient_id_drives_patient_split(tmp_path):
+    """Two DICOM images of one patient (no Kermany names) never straddle the split."""
+    from xray_score.datasets import patient_split, read_labeled
+
+    rng = np.random.default_rng(0)
+    for label in ("NORMAL", "PNEUMONIA"):
+        for patient in range(6):
+            for k in range(2):
+                arr = rng.integers(0, 255, (40, 40), dtype=np.uint8)
+                path = tmp_path / label / f"scan_{label}_{patient}_{k}.dcm"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(make_dicom(arr, patient_id=f"P-{label}-{patient}"))
+    df = read_labeled(tmp_path)
+    assert df["patient_id"].str.startswith("dicom:").all()
+    assert df["patient_id"].nunique() == 12
+    train, val = patient_split(df, 0.34, seed=0)
+    assert not set(train["patient_id"]) & set(val["patient_id"])

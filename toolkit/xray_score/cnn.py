@@ -102,12 +102,14 @@ _CHUNK = 32
 
 def set_tf_threads(n: int | None = None) -> None:
     """Use ``n`` intra-op threads (default os.cpu_count()) and 1 inter-op thread."""
-    n = n or os.cpu_count() or 1
+    n = n or int(os.environ.get("XRAY_SCORE_TF_THREADS", 0)) or os.cpu_count() or 1
+    if tf.config.threading.get_intra_op_parallelism_threads() == n:
+        return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        log.warning("TF runtime already initialized; intra-op threads stay %s",
+        log.debug("TF runtime already initialized; intra-op threads stay %s",
                     tf.config.threading.get_intra_op_parallelism_threads())
 
 
@@ -298,7 +300,10 @@ def _run_phase(model: keras.Model, lr: float, epochs: int, train: _Batches,
                val: _Batches | None, patience: int) -> dict[str, list[float]]:
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")], jit_compile=False)
-    callbacks = []
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: log.info(
+            "epoch %d: %s", epoch + 1,
+            ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))))]
     if val is not None and patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=int(patience), restore_best_weights=True))
@@ -339,6 +344,7 @@ def fit_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
     no Grad-CAM. With head "lightgbm" and fine_tune "none" the network is not trained at all.
     """
     s = normalize_spec(spec)
+    set_tf_threads()
     _check_xy(x_train, y_train, s["input_size"], "train")
     if x_val is not None:
         _check_xy(x_val, y_val, s["input_size"], "validation")
@@ -523,6 +529,7 @@ class CnnPredictor:
              weights: str | Path | None = None) -> CnnPredictor:
         """Rebuild from ``save`` output; head-only bundles need the referenced weights file."""
         d = Path(directory)
+        set_tf_threads()
         try:
             cm, bm = meta["cnn"], meta["backbone"]
             spec = normalize_spec(cm["spec"])

@@ -64,8 +64,9 @@ def read_labeled(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.
     """Images of a labeled folder: columns ``path, label, label_name, patient_id, split``.
 
     Layouts: ``ROOT/{NORMAL,PNEUMONIA}/...`` or ``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/...``
-    (``splits`` keeps only some of the latter). Files without a Kermany patient id get a
-    per-image id (``img:<name>``), with a warning, so splits fall back to image level.
+    (``splits`` keeps only some of the latter). Patient ids come from Kermany file names, else
+    from a DICOM file's PatientID. Files with neither get a per-image id (``img:<name>``),
+    with a warning, so splits fall back to image level.
     """
     root = Path(root)
     dirs = _class_dirs(root)
@@ -78,7 +79,7 @@ def read_labeled(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.
             continue
         for path in discover(folder):
             rows.append((str(path), CLASS_NAMES.index(class_name), class_name,
-                         patient_id(path.name), split or ""))
+                         patient_id(path.name) or dicom_patient_id(path), split or ""))
     df = pd.DataFrame(rows, columns=["path", "label", "label_name", "patient_id", "split"])
     missing = df["patient_id"].isna()
     if missing.any():
@@ -88,6 +89,23 @@ def read_labeled(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.
         df.loc[missing, "patient_id"] = "img:" + df.loc[missing, "path"].map(
             lambda p: Path(p).name)
     return df
+
+
+def dicom_patient_id(path: str | Path) -> str | None:
+    """PatientID of a DICOM file (header only), or None for other files or an empty id."""
+    from .images import sniff_format
+
+    try:
+        with open(path, "rb") as fh:
+            if sniff_format(fh.read(132)) != "dicom":
+                return None
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception:  # noqa: BLE001 - unreadable or broken: no id, the scorer reports why
+        return None
+    value = str(ds.get("PatientID", "") or "").strip()
+    return f"dicom:{value}" if value else None
 
 
 def label_of_path(path: str | Path, root: str | Path) -> str | None:

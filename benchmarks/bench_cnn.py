@@ -1,0 +1,83 @@
+"""Throughput of ``batch`` with a CNN bundle vs the straightforward Keras route.
+
+Same network, same full-resolution originals, same process:
+- straightforward: ``keras.utils.load_img(path, color_mode="grayscale", target_size=...)``
+  + ``model.predict`` on batches of 32 (what the public notebooks do);
+- xray-score: :class:`xray_score.scoring.BatchScorer` (joblib workers decode and resize,
+  the network runs batched in this process, rows are written to a CSV as they finish).
+
+    python benchmarks/bench_cnn.py [--model models/cnn] [--data ../shared/data/originals]
+
+Without ``--model`` it uses the shipped CNN bundle; ``--weights`` is only needed for bundles
+that reference a frozen backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xray_score.bundle import Bundle
+from xray_score.images import discover
+from xray_score.resources import default_model
+from xray_score.scoring import COLUMNS, BatchScorer, CsvSink
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
+
+
+def keras_route_rate(paths: list[Path], model, size: int, batch: int = 32) -> float:
+    import keras
+
+    start = time.perf_counter()
+    for i in range(0, len(paths), batch):
+        imgs = [keras.utils.img_to_array(keras.utils.load_img(
+            p, color_mode="grayscale", target_size=(size, size))) for p in paths[i:i + batch]]
+        model.predict(np.stack(imgs), batch_size=batch, verbose=0)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def batch_rate(paths: list[Path], bundle: Bundle, jobs: int, scorer: BatchScorer) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        with CsvSink(Path(tmp) / "warm.csv", COLUMNS) as sink:  # start workers, trace the graph
+            scorer.run(paths[:64], sink)
+        with CsvSink(Path(tmp) / "r.csv", COLUMNS) as sink:
+            start = time.perf_counter()
+            stats = scorer.run(paths, sink)
+            elapsed = time.perf_counter() - start
+    assert stats.n_ok == len(paths), stats.as_dict()
+    return len(paths) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="CNN bundle (default: shipped)")
+    parser.add_argument("--weights", default=None, help="weights for head-only bundles")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of originals")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="score the folder N times")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    bundle = Bundle.load(args.model or default_model("cnn"))
+    kwargs = {"weights": args.weights} if args.weights else {}
+    scorer = BatchScorer(bundle, n_jobs=args.jobs, batch_size=64, **kwargs)
+    paths = discover(args.data) * args.repeat
+    model = scorer.predictor.model
+    model.predict(np.zeros((32, bundle.input_size, bundle.input_size, 1), np.float32),
+                  verbose=0)  # same warm-up for the Keras route
+    naive = keras_route_rate(paths, model, bundle.input_size)
+    ours = batch_rate(paths, bundle, args.jobs, scorer)
+    print(f"images: {len(paths)} full-resolution originals from {args.data}; "
+          f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "
+          f"@ {bundle.input_size} px")
+    print(f"keras load_img + model.predict(32) : {naive:8.1f} img/s")
+    print(f"xray-score batch (jobs={args.jobs})        : {ours:8.1f} img/s")
+    print(f"ratio                              : {ours / naive:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
