@@ -57,14 +57,34 @@ P = np.array([0.9, 0.8, 0.7, 0.35, 0.2, 0.6, 0.4, 0.3, 0.1, 0.05])
 Y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
 
 
-def test_sensitivity_policy_meets_target_with_highest_threshold():
+def _logit_mid(a: float, b: float) -> float:
+    la, lb = np.log(a / (1 - a)), np.log(b / (1 - b))
+    return float(1 / (1 + np.exp(-(la + lb) / 2)))
+
+
+def test_sensitivity_policy_meets_target_with_best_specificity_mid_range():
     t = choose_threshold(P, Y, "sensitivity", target=0.8)
-    assert t["value"] == pytest.approx(0.35)  # 4/5 positives at >= 0.35; 0.4 would give 3/5
+    # 4/5 positives need a cut below 0.35; the best specificity (3/5) holds for any cut in
+    # (0.3, 0.35]: the policy takes its middle on the logit scale, away from both scores
+    assert t["value"] == pytest.approx(_logit_mid(0.3, 0.35))
+    assert 0.3 < t["value"] < 0.35
     assert t["validation_sensitivity"] == pytest.approx(0.8)
-    assert t["validation_specificity"] == pytest.approx(0.6)  # 0.3, 0.1, 0.05 below 0.35
+    assert t["validation_specificity"] == pytest.approx(0.6)  # 0.3, 0.1, 0.05 below
     assert t["policy"] == "sensitivity" and t["target"] == 0.8
     full = choose_threshold(P, Y, "sensitivity", target=1.0)
-    assert full["value"] == pytest.approx(0.2) and full["validation_sensitivity"] == 1.0
+    assert full["value"] == pytest.approx(_logit_mid(0.1, 0.2))
+    assert full["validation_sensitivity"] == 1.0
+
+
+def test_sensitivity_policy_spreads_over_a_flat_specificity_range():
+    """Separable scores: sensitivity 0.95 is reached anywhere between the top normal and the
+    5th-percentile pneumonia; the threshold lands between them, not on either edge."""
+    p = np.r_[np.linspace(0.01, 0.2, 20), np.linspace(0.6, 0.99, 40)]
+    y = np.r_[np.zeros(20), np.ones(40)]
+    t = choose_threshold(p, y, "sensitivity", target=0.95)
+    assert t["validation_specificity"] == 1.0
+    assert 0.2 < t["value"] < 0.6
+    assert t["validation_sensitivity"] >= 0.95
     for target in (0.5, 0.6, 0.95):
         got = choose_threshold(P, Y, "sensitivity", target=target)
         assert got["validation_sensitivity"] >= target
@@ -73,7 +93,8 @@ def test_sensitivity_policy_meets_target_with_highest_threshold():
 def test_youden_policy():
     t = choose_threshold(P, Y, "youden")
     # J at 0.7 = 0.6 + 1.0 - 1 = 0.6; at 0.35 = 0.8 + 0.6 - 1 = 0.4; at 0.2 = 1.0 + 0.4 - 1
-    assert t["value"] == pytest.approx(0.7)
+    # the cut (0.6, 0.7] is best: its logit-scale middle
+    assert t["value"] == pytest.approx(_logit_mid(0.6, 0.7))
     assert t["validation_sensitivity"] == pytest.approx(0.6)
     assert t["validation_specificity"] == pytest.approx(1.0)
     assert t["target"] is None

@@ -149,6 +149,22 @@ def test_fine_tune_keeps_bn_and_full_roundtrip(tmp_path, fake_weights):
     assert loaded.model.get_layer("dark_pixels").threshold == 25
 
 
+def test_head_warmup_on_cached_embeddings_trains_only_the_head(fake_weights):
+    """head_on_embeddings: the shared head layers learn; the frozen backbone does not move."""
+    x, y = synthetic(48)
+    spec = mnv2_spec(head_on_embeddings=True, epochs_head=3, lr_head=1e-2,
+                     augmentation={"brightness": 0.1, "contrast": 0.1})
+    before = cnn.build_model(spec, weights=fake_weights)
+    head_before = before.get_layer("head").get_weights()[0]
+    backbone_before = [w.copy() for w in cnn.get_backbone(before).get_weights()]
+    fitted = cnn.fit_cnn(x[:32], y[:32], x[32:], y[32:], spec, weights=fake_weights)
+    assert fitted.history["phase"] == ["head"] * len(fitted.history["loss"])
+    assert "val_auc" in fitted.history
+    assert not np.allclose(head_before, fitted.model.get_layer("head").get_weights()[0])
+    for a, b in zip(backbone_before, cnn.get_backbone(fitted.model).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_head_only_storage_checks_weights(tmp_path, monkeypatch, fake_weights, other_weights):
     x, y = synthetic(32, seed=3)
     fitted = cnn.fit_cnn(x, y, None, None, mnv2_spec(), weights=fake_weights)

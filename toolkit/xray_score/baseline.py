@@ -41,8 +41,9 @@ class BaselinePredictor:
         return int(self.spec["input_size"])
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(np.asarray(batch, dtype=np.float32)),
-                          dtype=np.float64)
+        # one thread: the cores belong to the decode workers; OpenMP spinning would steal them
+        return np.asarray(self.booster.predict(np.asarray(batch, dtype=np.float32),
+                                               num_threads=1), dtype=np.float64)
 
     def save(self, folder: Path) -> tuple[dict[str, Any], list[str]]:
         self.booster.save_model(str(folder / MODEL_FILE))

@@ -186,4 +186,6 @@ def new_staging(out_dir: str | os.PathLike) -> Path:
     """A temporary folder beside ``out_dir`` to build a bundle in."""
     parent = Path(out_dir).resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}-staging-", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}-staging-", dir=parent))
+    staging.chmod(0o755)  # a bundle is meant to be shared: not mkdtemp's private 0700
+    return staging

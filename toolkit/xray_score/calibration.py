@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_curve
 
 _EPS = 1e-6
 
@@ -53,26 +52,22 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, policy: str = "sensitivity",
                      target: float = 0.95, value: float = 0.5) -> dict:
     """Pick an operating threshold on validation scores by a named policy.
 
-    ``sensitivity``: the highest threshold whose sensitivity is at least ``target``
-    (so specificity is as high as that allows). ``youden``: maximises sensitivity +
-    specificity - 1. ``fixed``: ``value`` as given. Returns the threshold and what it achieves.
+    ``sensitivity``: the best specificity among thresholds whose sensitivity is at least
+    ``target``. ``youden``: the best sensitivity + specificity - 1. ``fixed``: ``value``.
+    Every threshold in a range gives the same validation decisions, so the policy finds the
+    whole range that reaches its optimum and takes its middle on the logit scale, not its
+    edge: a threshold sitting on the last normal (or last pneumonia) validation score would
+    fail on the first slightly different image. Returns the threshold and what it achieves.
     """
     p, y = np.asarray(p, dtype=np.float64), np.asarray(y)
     if policy == "fixed":
         thr = float(value)
-    else:
+    elif policy in ("sensitivity", "youden"):
         if len(np.unique(y)) < 2:
             raise ValueError("choosing a threshold needs both classes in the validation set")
-        fpr, tpr, thresholds = roc_curve(y, p)
-        finite = np.isfinite(thresholds)
-        fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
-        if policy == "sensitivity":
-            ok = np.flatnonzero(tpr >= target)
-            thr = float(thresholds[ok[0]])  # thresholds decrease: first hit is the highest
-        elif policy == "youden":
-            thr = float(thresholds[np.argmax(tpr - fpr)])
-        else:
-            raise ValueError(f"unknown threshold policy {policy!r} (sensitivity, youden, fixed)")
+        thr = _middle_of_best_range(p, y, policy, target)
+    else:
+        raise ValueError(f"unknown threshold policy {policy!r} (sensitivity, youden, fixed)")
     pred = p >= thr
     pos, neg = y == 1, y == 0
     return {
@@ -82,3 +77,28 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, policy: str = "sensitivity",
         "validation_sensitivity": float(pred[pos].mean()) if pos.any() else None,
         "validation_specificity": float((~pred[neg]).mean()) if neg.any() else None,
     }
+
+
+def _middle_of_best_range(p: np.ndarray, y: np.ndarray, policy: str, target: float) -> float:
+    """Threshold in the middle of the run of cut points that is best under ``policy``."""
+    cuts = np.unique(p)  # predicting p >= cuts[j] is the same for any t in (cuts[j-1], cuts[j]]
+    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
+    sens = 1 - np.searchsorted(pos, cuts, side="left") / len(pos)
+    spec = np.searchsorted(neg, cuts, side="left") / len(neg)
+    if policy == "sensitivity":
+        feasible = np.flatnonzero(sens >= target - 1e-12)  # a prefix: sens falls as cuts rise
+        best = spec[feasible].max()
+        run = feasible[spec[feasible] >= best - 1e-12]
+    else:
+        score = sens + spec - 1
+        first = int(np.argmax(score))
+        last = first
+        while last + 1 < len(cuts) and score[last + 1] >= score[first] - 1e-12:
+            last += 1
+        run = np.arange(first, last + 1)
+    lo_j, hi_j = int(run.min()), int(run.max())
+    lower = cuts[lo_j - 1] if lo_j > 0 else cuts[lo_j]
+    upper = cuts[hi_j]
+    mid = float(1 / (1 + np.exp(-(_logit(np.array([lower]))[0] + _logit(np.array([upper]))[0])
+                                / 2)))
+    return mid if lower < mid <= upper else float(upper)

@@ -103,7 +103,7 @@ def main(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-def _resolve_model(model: str | None, kind: str = "baseline"):
+def _resolve_model(model: str | None, kind: str = "default"):
     from .bundle import Bundle
     from .resources import default_model
 
@@ -195,7 +195,8 @@ _BATCH_CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_
 
 @main.command()
 @click.argument("folder", required=False, type=click.Path())
-@click.option("--model", "-m", help="Model bundle directory (default: the shipped baseline).")
+@click.option("--model", "-m",
+              help="Model bundle directory (default: the shipped CNN, else the shipped baseline).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False),
               help=f"Results file, rewritten at the end of every run (default: ./"
               f"{DEFAULT_RESULTS_DIR}/<folder>-<model_id>-<time>.csv).")
@@ -325,7 +326,7 @@ def _command() -> str:
 # ----------------------------------------------------------------------------- evaluate
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "-m", help="Model bundle (default: the shipped baseline).")
+@click.option("--model", "-m", help="Model bundle (default: the shipped CNN, else baseline).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Report HTML "
               f"(default: ./{DEFAULT_RESULTS_DIR}/evaluate-<folder>-<model_id>-<time>.html).")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False),

@@ -29,7 +29,8 @@ training:
   patience          early stopping on val_auc (best weights restored)
   class_weight      "balanced" | null
   augmentation      {zoom, rotation_deg, shift, shear, flip ("horizontal"|"vertical"|
-                    "horizontal_and_vertical"), fill_mode, dark_threshold (pixels below -> 0),
+                    "horizontal_and_vertical"), brightness, contrast (fractions of 0..255),
+                    fill_mode, dark_threshold (pixels below -> 0),
                     dark_training_only (default false: applied at inference too)}
   seed, deterministic (tf op determinism)
 input_size          S (top level of the pipeline)
@@ -89,10 +90,10 @@ MODEL_DEFAULTS: dict[str, Any] = {
 TRAINING_DEFAULTS: dict[str, Any] = {
     "epochs_head": 5, "epochs_fine_tune": 5, "lr_head": 1e-3, "lr_fine_tune": 1e-5,
     "batch_size": 32, "patience": 3, "class_weight": "balanced", "augmentation": {},
-    "seed": 0, "deterministic": True,
+    "seed": 0, "deterministic": True, "head_on_embeddings": False,
 }
 AUGMENTATION_KEYS = {"zoom", "rotation_deg", "shift", "shear", "flip", "fill_mode",
-                     "dark_threshold", "dark_training_only"}
+                     "brightness", "contrast", "dark_threshold", "dark_training_only"}
 _PIPELINE_ONLY_KEYS = {"kind", "name", "description", "calibration", "threshold", "validation"}
 _CHUNK = 32
 
@@ -184,6 +185,12 @@ def augmentation_layers(aug: dict[str, Any], seed: int) -> list[keras.layers.Lay
             f, f, fill_mode=fill, seed=seed + 3, name="aug_shear"))
     if aug.get("flip"):
         layers.append(keras.layers.RandomFlip(aug["flip"], seed=seed + 4, name="aug_flip"))
+    if aug.get("brightness"):  # exposure differences between machines and sites
+        layers.append(keras.layers.RandomBrightness(
+            float(aug["brightness"]), value_range=(0, 255), seed=seed + 5, name="aug_brightness"))
+    if aug.get("contrast"):
+        layers.append(keras.layers.RandomContrast(
+            float(aug["contrast"]), value_range=(0, 255), seed=seed + 6, name="aug_contrast"))
     return layers
 
 
@@ -296,8 +303,9 @@ def _check_xy(x: np.ndarray, y: np.ndarray, size: int, what: str) -> None:
         raise UsageError(f"{what}: {len(x)} images but {len(y)} labels")
 
 
-def _run_phase(model: keras.Model, lr: float, epochs: int, train: _Batches,
-               val: _Batches | None, patience: int) -> dict[str, list[float]]:
+def _run_phase(model: keras.Model, lr: float, epochs: int, train: Any, val: Any,
+               patience: int, **fit_kwargs: Any) -> dict[str, list[float]]:
+    """Compile and fit one phase with epoch logging and early stopping on val_auc."""
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")], jit_compile=False)
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.LambdaCallback(
@@ -308,8 +316,34 @@ def _run_phase(model: keras.Model, lr: float, epochs: int, train: _Batches,
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=int(patience), restore_best_weights=True))
     hist = model.fit(train, validation_data=val, epochs=int(epochs), callbacks=callbacks,
-                     verbose=0)
+                     verbose=0, **fit_kwargs)
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def _embeddings(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Clean (augmentation-free) embeddings of uint8 images, in chunks."""
+    emb = keras.Model(model.inputs, model.get_layer("embedding").output)
+    parts = [np.asarray(emb.predict_on_batch(x[i:i + 64].astype(np.float32)[..., None]))
+             for i in range(0, len(x), 64)]
+    return np.concatenate(parts)
+
+
+def _head_on_embeddings(model: keras.Model, s: dict[str, Any], train: _Batches,
+                        val: _Batches | None, lr: float, epochs: int) -> dict[str, list]:
+    """Warm up the head on embeddings computed once (no augmentation): the frozen
+    backbone then runs once per image instead of once per image per epoch."""
+    dim = int(model.get_layer("embedding").output.shape[-1])
+    inp = keras.Input((dim,), name="embedding_in")
+    h = inp
+    for name in ("hidden", "dropout", "head"):
+        layer = _maybe_layer(model, name)
+        if layer is not None:
+            h = layer(h)  # shared layers: training this model trains the full network's head
+    head_model = keras.Model(inp, h, name="head_warmup")
+    e_train = _embeddings(model, train.x)
+    val_data = None if val is None else (_embeddings(model, val.x), val.y)
+    return _run_phase(head_model, lr, epochs, e_train, val_data, s["patience"], y=train.y,
+                      sample_weight=train.w, batch_size=s["batch_size"], shuffle=True)
 
 
 def _train_network(model: keras.Model, s: dict[str, Any], train: _Batches,
@@ -326,7 +360,10 @@ def _train_network(model: keras.Model, s: dict[str, Any], train: _Batches,
         if pretrained:
             n = set_fine_tune(backbone, "none" if phase == "head" else s["fine_tune"])
             log.info("phase %s: %d trainable backbone layers, lr=%g", phase, n, lr)
-        h = _run_phase(model, lr, epochs, train, val, s["patience"])
+        if phase == "head" and pretrained and s["head_on_embeddings"]:
+            h = _head_on_embeddings(model, s, train, val, lr, epochs)
+        else:
+            h = _run_phase(model, lr, epochs, train, val, s["patience"])
         for key, vals in h.items():
             history.setdefault(key, []).extend(vals)
         history["phase"].extend([phase] * len(h.get("loss", [])))

@@ -20,6 +20,8 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
     hog_orientations, hog_pixels_per_cell, hog_cells_per_block: passed to ``skimage.feature.hog``.
     lbp_points, lbp_radii: pairs ``(P[i], R[i])`` for ``local_binary_pattern(method="uniform")``.
     lbp_grid: the image is split into ``lbp_grid x lbp_grid`` regions, one histogram each.
+    lbp_size: side the image is area-resized to before LBP (None: ``image_size``); LBP
+        texture at a coarser scale costs a quarter of the time at half the side.
     clahe: apply CLAHE (``skimage.exposure.equalize_adapthist``) before extraction.
     clahe_clip: CLAHE clip limit.
     intensity_bins: bins of a gray-level histogram appended to the features (0 disables it).
@@ -34,6 +36,7 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         lbp_points: tuple[int, ...] = (8, 16),
         lbp_radii: tuple[float, ...] = (1, 2),
         lbp_grid: int = 4,
+        lbp_size: int | None = None,
         clahe: bool = False,
         clahe_clip: float = 0.01,
         intensity_bins: int = 16,
@@ -45,6 +48,7 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         self.lbp_points = lbp_points
         self.lbp_radii = lbp_radii
         self.lbp_grid = lbp_grid
+        self.lbp_size = lbp_size
         self.clahe = clahe
         self.clahe_clip = clahe_clip
         self.intensity_bins = intensity_bins
@@ -53,8 +57,8 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         """Nothing to learn; checks the parameters."""
         if len(self.lbp_points) != len(self.lbp_radii):
             raise ValueError("lbp_points and lbp_radii must have the same length")
-        if self.image_size % self.lbp_grid:
-            raise ValueError("image_size must be a multiple of lbp_grid")
+        if (self.lbp_size or self.image_size) % self.lbp_grid:
+            raise ValueError("the LBP image side must be a multiple of lbp_grid")
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
@@ -94,9 +98,15 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
                 feature_vector=True,
             )
         ]
-        step = self.image_size // self.lbp_grid
+        lbp_img = img
+        if self.lbp_size and self.lbp_size != self.image_size:
+            import cv2
+
+            lbp_img = cv2.resize(img, (self.lbp_size,) * 2, interpolation=cv2.INTER_AREA)
+        side = lbp_img.shape[0]
+        step = side // self.lbp_grid
         for points, radius in zip(self.lbp_points, self.lbp_radii, strict=True):
-            codes = local_binary_pattern(img, int(points), float(radius), method="uniform")
+            codes = local_binary_pattern(lbp_img, int(points), float(radius), method="uniform")
             n_bins = int(points) + 2
             blocks = codes.reshape(self.lbp_grid, step, self.lbp_grid, step).swapaxes(1, 2)
             for block in blocks.reshape(-1, step * step):

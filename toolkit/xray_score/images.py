@@ -5,8 +5,9 @@ Canonical preprocessing (``PREPROCESSING_VERSION``):
 1. read the header and refuse images over ``max_pixels`` (decompression bombs) before decoding;
 2. decode at full size to gray uint8: RGB/RGBA/palette -> luminance (ITU-R 601, alpha ignored),
    16-bit -> linear scaling by bit depth (``v * 255 / 65535``), never a per-image min-max stretch;
-   JPEG files may instead use the decoder's DCT scaling to no less than twice the target size
-   (``jpeg_draft``: an exact 1/2, 1/4 or 1/8 block average, ~3x faster on large originals);
+   JPEG files may instead use the decoder's DCT scaling to no less than the target size
+   (``jpeg_draft``: a 1/2, 1/4 or 1/8 reduction in the DCT domain, ~3x faster on large
+   originals, never below the input size, so the final resize still only shrinks);
 3. squash-resize to ``size x size`` with ``cv2.INTER_AREA`` (how the 224 training copies were made).
 
 Nothing here imports TensorFlow: this runs in the joblib workers.
@@ -178,7 +179,7 @@ def decode_gray(
     """Decode image bytes to full-size gray uint8 (see the module docstring for the rules).
 
     ``draft_size``: for JPEG only, let the decoder downscale by 1/2, 1/4 or 1/8 while keeping
-    both sides >= 2 * ``draft_size``.
+    both sides >= ``draft_size``.
     """
     fmt = sniff_format(data[:132])
     if fmt is None:
@@ -205,7 +206,7 @@ def decode_gray(
         )
     try:
         if fmt == "jpeg" and draft_size and img.mode in ("L", "RGB", "YCbCr", "CMYK"):
-            img.draft("L", (2 * draft_size, 2 * draft_size))
+            img.draft("L", (draft_size, draft_size))
         img.load()
         gray = _to_gray(img)
     except ImageError:

@@ -46,9 +46,13 @@ def pipeline_path(name_or_path: str) -> Path:
     return found
 
 
-def default_model(kind: str = "baseline") -> Path:
-    """The shipped bundle of a kind (``baseline`` or ``cnn``)."""
-    found = find_resource("models", DEFAULT_MODELS[kind], "bundle.json")
+def default_model(kind: str = "default") -> Path:
+    """The shipped bundle of a kind (``baseline`` or ``cnn``); ``default``: the CNN, else the
+    baseline."""
+    kinds = ["cnn", "baseline"] if kind == "default" else [kind]
+    found = None
+    for name in kinds:
+        found = found or find_resource("models", DEFAULT_MODELS[name], "bundle.json")
     if found is None:
         raise UsageError(f"no shipped {kind} model found (searched "
                          f"{', '.join(str(r / 'models') for r in search_roots())}); "
