@@ -41,14 +41,16 @@ models: install
 	  --val $(DATA)/originals --out models/baseline --pipeline pipelines/baseline.yaml
 	$(BIN)/xray-score train cnn --data $(DATA)/chest_xray_224/train \
 	  --val $(DATA)/originals --out models/cnn --pipeline pipelines/cnn.yaml --weights $(WEIGHTS)
-	$(BIN)/python scripts/model_card.py models/baseline models/cnn
+	$(MAKE) reports
+	$(BIN)/python scripts/model_card.py models/baseline --results reports/baseline-originals.csv
+	$(BIN)/python scripts/model_card.py models/cnn --results reports/cnn-originals.csv
 
 reports: install
-	$(BIN)/xray-score evaluate $(DATA)/originals --model models/baseline --no-thumbnails \
+	$(BIN)/xray-score -q evaluate $(DATA)/originals --model models/baseline --no-thumbnails \
 	  --out reports/baseline-originals.html --csv reports/baseline-originals.csv
-	$(BIN)/xray-score evaluate $(DATA)/originals --model models/cnn --no-thumbnails \
+	$(BIN)/xray-score -q evaluate $(DATA)/originals --model models/cnn --no-thumbnails \
 	  --out reports/cnn-originals.html --csv reports/cnn-originals.csv
-	$(BIN)/xray-score compare $(DATA)/originals --baseline models/baseline --cnn models/cnn \
+	$(BIN)/xray-score -q compare $(DATA)/originals --baseline models/baseline --cnn models/cnn \
 	  --out reports/compare-originals.html --csv reports/compare-originals.csv
 
 bench: install

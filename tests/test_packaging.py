@@ -66,6 +66,10 @@ def test_installed_package_finds_shipped_model_outside_checkout(wheel, tmp_path,
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["scored"] == 3
+    default = ROOT / "models" / ("cnn" if (ROOT / "models" / "cnn").is_dir() else "baseline")
+    from xray_score.bundle import Bundle
+
+    assert summary["model_id"] == Bundle.load(default).model_id  # the shipped default model
     located = subprocess.run(
         [str(prefix / "bin" / "python"), "-c",
          "import xray_score, xray_score.resources as r; print(xray_score.__file__); "

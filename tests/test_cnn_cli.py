@@ -1,0 +1,95 @@
+"""The CNN path end to end through the CLI: train -> bundle -> batch / embed / compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from xray_score.bundle import Bundle
+from xray_score.cli import main
+from xray_score.datasets import read_labeled
+from xray_score.errors import ExitCode
+from xray_score.scoring import BatchScorer
+from xray_score.training import load_arrays
+from xray_score.worker import preprocessor_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "input_size=32", "--set", "training.epochs_head=2",
+        "--set", "training.batch_size=8", "--set", "training.patience=0"]
+
+
+def cli(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def cnn_bundle(labeled_dir, tmp_path_factory) -> Bundle:
+    out = tmp_path_factory.mktemp("cnn") / "five-block"
+    result = cli("train", "cnn", "--data", labeled_dir, "--out", out,
+                 "--pipeline", ROOT / "pipelines/seeds/five_block_cnn.yaml", *TINY)
+    assert result.exit_code == 0, result.output
+    return Bundle.load(out)
+
+
+def test_trained_bundle_is_full_and_safe(cnn_bundle):
+    meta = cnn_bundle.meta
+    assert meta["kind"] == "cnn" and meta["cnn"]["storage"] == "full"
+    assert set(meta["files"]) == {"model.keras"}
+    assert meta["threshold"]["policy"] == "sensitivity"
+    assert meta["cnn"]["history"]["loss"]  # training curves travel with the bundle
+
+
+def test_training_and_scoring_feed_the_network_identical_inputs(cnn_bundle, labeled_dir):
+    """The arrays training used and the arrays batch scores are the same bytes per file."""
+    df = read_labeled(labeled_dir).head(6)
+    x_train, _, _ = load_arrays(df, preprocessor_for(cnn_bundle.meta["pipeline"]), n_jobs=2)
+    scorer = BatchScorer(cnn_bundle, n_jobs=2)
+    by_path = {r.path: r.x for r in scorer.iter_results(df["path"].tolist())}
+    for path, x in zip(df["path"], x_train, strict=True):
+        np.testing.assert_array_equal(by_path[path], x)
+
+
+def test_batch_and_embed_with_cnn_bundle(cnn_bundle, labeled_test_dir, tmp_path):
+    out = tmp_path / "r.csv"
+    result = cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--out", out)
+    assert result.exit_code == ExitCode.OK, result.output
+    rows = pd.read_csv(out)
+    assert len(rows) == len(read_labeled(labeled_test_dir))
+    assert rows["p_pneumonia"].between(0, 1).all()
+    assert (rows["model_id"] == cnn_bundle.model_id).all()
+
+    emb_path = tmp_path / "emb.parquet"
+    result = cli("embed", labeled_test_dir, "--model", cnn_bundle.path, "--out", emb_path)
+    assert result.exit_code == ExitCode.OK, result.output
+    emb = pd.read_parquet(emb_path)
+    dims = [c for c in emb.columns if c[0] == "e" and c[1:].isdigit()]
+    assert len(emb) == len(rows) and dims == [f"e{i}" for i in range(len(dims))]
+    assert emb[dims].notna().all().all()
+
+
+def test_compare_gives_exactly_batch_probabilities(cnn_bundle, baseline_bundle,
+                                                   labeled_test_dir, tmp_path):
+    """compare decodes each image once, yet every score equals what batch writes."""
+    paths = {}
+    for bundle in (baseline_bundle, cnn_bundle):
+        out = tmp_path / f"{bundle.model_id}.csv"
+        assert cli("batch", labeled_test_dir, "--model", bundle.path, "--out", out,
+                   "--no-report").exit_code == 0
+        paths[bundle.model_id] = pd.read_csv(out).set_index("path")["p_pneumonia"]
+    report, csv = tmp_path / "cmp.html", tmp_path / "cmp.csv"
+    result = cli("compare", labeled_test_dir, "--baseline", baseline_bundle.path,
+                 "--cnn", cnn_bundle.path, "--out", report, "--csv", csv)
+    assert result.exit_code == ExitCode.OK, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["images"] == len(paths[cnn_bundle.model_id])
+    wide = pd.read_csv(csv).set_index("path")
+    for model_id, batch_p in paths.items():
+        np.testing.assert_allclose(wide.loc[batch_p.index, f"p_{model_id}"], batch_p,
+                                   rtol=0, atol=1e-6)
+    html = report.read_text()
+    assert "DeLong" in html and "McNemar" in html
