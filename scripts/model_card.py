@@ -79,7 +79,9 @@ def card(bundle: Bundle, results: Path | None, command: str) -> str:
         "",
         "## Operating threshold",
         f"`{thr['value']:.4f}`, chosen on the validation set by policy `{thr['policy']}`"
-        + (f" (the highest threshold with sensitivity >= {thr['target']})"
+        + (f" (the best specificity among thresholds with sensitivity >= {thr['target']}, "
+           "placed in the middle, on the logit scale, of the range of thresholds that "
+           "achieve it, away from the nearest validation scores)"
            if thr["policy"] == "sensitivity" else "")
         + f": validation sensitivity {_fmt(thr.get('validation_sensitivity'))}, specificity "
         f"{_fmt(thr.get('validation_specificity'))}. Missing a pneumonia costs more than a "
