@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from timing import batch_rate  # benchmarks/timing.py, beside this script
 from xray_score.bundle import Bundle
 from xray_score.images import discover
 from xray_score.resources import default_model
-from xray_score.scoring import COLUMNS, BatchScorer, CsvSink
+from xray_score.scoring import BatchScorer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
 
@@ -51,17 +51,6 @@ def naive_rate(paths: list[Path], bundle: Bundle) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def batch_rate(paths: list[Path], bundle: Bundle, jobs: int) -> float:
-    scorer = BatchScorer(bundle, n_jobs=jobs)
-    scorer.run(paths[:8], CsvSink(Path(tempfile.mkstemp(suffix=".csv")[1]), COLUMNS))  # warm pool
-    with tempfile.TemporaryDirectory() as tmp, CsvSink(Path(tmp) / "r.csv", COLUMNS) as sink:
-        start = time.perf_counter()
-        stats = scorer.run(paths, sink)
-        elapsed = time.perf_counter() - start
-    assert stats.n_ok == len(paths), stats.as_dict()
-    return len(paths) / elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="baseline bundle (default: shipped)")
@@ -74,7 +63,7 @@ def main() -> None:
     bundle = Bundle.load(args.model or default_model("baseline"))
     paths = discover(args.data)
     naive = naive_rate(paths[:: max(1, len(paths) // args.naive_limit)], bundle)
-    ours = batch_rate(paths, bundle, args.jobs)
+    ours = batch_rate(BatchScorer(bundle, n_jobs=args.jobs), paths, warm=8)
     print(f"images: {len(paths)} full-resolution originals from {args.data}")
     print(f"naive serial skimage loop : {naive:8.1f} img/s")
     print(f"xray-score batch (jobs={args.jobs}) : {ours:8.1f} img/s")

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from timing import batch_rate  # benchmarks/timing.py, beside this script
 from xray_score.bundle import Bundle
 from xray_score.images import discover
 from xray_score.resources import default_model
-from xray_score.scoring import COLUMNS, BatchScorer, CsvSink
+from xray_score.scoring import BatchScorer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
 
@@ -39,18 +39,6 @@ def keras_route_rate(paths: list[Path], model, size: int, batch: int = 32) -> fl
             p, color_mode="grayscale", target_size=(size, size))) for p in paths[i:i + batch]]
         model.predict(np.stack(imgs), batch_size=batch, verbose=0)
     return len(paths) / (time.perf_counter() - start)
-
-
-def batch_rate(paths: list[Path], bundle: Bundle, jobs: int, scorer: BatchScorer) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        with CsvSink(Path(tmp) / "warm.csv", COLUMNS) as sink:  # start workers, trace the graph
-            scorer.run(paths[:64], sink)
-        with CsvSink(Path(tmp) / "r.csv", COLUMNS) as sink:
-            start = time.perf_counter()
-            stats = scorer.run(paths, sink)
-            elapsed = time.perf_counter() - start
-    assert stats.n_ok == len(paths), stats.as_dict()
-    return len(paths) / elapsed
 
 
 def main() -> None:
@@ -70,7 +58,7 @@ def main() -> None:
     model.predict(np.zeros((32, bundle.input_size, bundle.input_size, 1), np.float32),
                   verbose=0)  # same warm-up for the Keras route
     naive = keras_route_rate(paths, model, bundle.input_size)
-    ours = batch_rate(paths, bundle, args.jobs, scorer)
+    ours = batch_rate(scorer, paths)
     print(f"images: {len(paths)} full-resolution originals from {args.data}; "
           f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "
           f"@ {bundle.input_size} px")

@@ -73,7 +73,8 @@ def test_kill_9_at_several_points_then_resume_equals_clean_run(baseline_bundle, 
     assert rows_in(ledger) == n  # one ledger row per content: nothing scored twice
     with sqlite3.connect(ledger) as db:
         states = [r[0] for r in db.execute("SELECT state FROM runs ORDER BY run_id")]
-    assert states == ["killed", "killed", "killed", "done"]
+    # the first kill may land before that run recorded itself: then it leaves no run row
+    assert states[-1] == "done" and set(states[:-1]) == {"killed"} and len(states) in (3, 4)
 
     clean = batch(folder, baseline_bundle, tmp_path / "clean.csv")
     expected = {r["path"]: r["p_pneumonia"] for r in read_rows(tmp_path / "clean.csv")}

@@ -48,8 +48,8 @@ def test_installed_package_finds_shipped_model_outside_checkout(wheel, tmp_path,
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
     pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     target = prefix / "lib" / pyver / "site-packages"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
-                    "--python", str(prefix / "bin" / "python"), str(wheel)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(prefix / "bin" / "python"),
+                    "install", "--no-deps", "-q", str(wheel)], check=True)
     # dependencies come from this environment, after the new prefix's own site-packages
     (target / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     folder = tmp_path / "scans"
