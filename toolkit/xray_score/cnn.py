@@ -50,8 +50,32 @@ augmentation layers and loaded with ``safe_mode=True``.
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextmanager
+def _fd2_muted(active: bool):
+    """Mute file descriptor 2 (C++ start-up banners) while TensorFlow loads, for the CLI."""
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _fd2_muted(os.environ.get("XRAY_SCORE_QUIET_TF_IMPORT") == "1"):
+    import keras
+    import tensorflow as tf
 
 import copy  # noqa: E402
 import logging  # noqa: E402
@@ -60,9 +84,7 @@ import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from xray_score.backbones import (  # noqa: E402
     KNOWN_WEIGHTS_SHA256,
