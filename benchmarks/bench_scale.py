@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--small", action="store_true",
                         help="quick run: sizes 100,600, re-run 3000, dask 120")
     parser.add_argument("--workdir", help="keep the generated folders here")
+    parser.add_argument("--only", choices=["all", "memory", "dask"], default="all",
+                        help="run only the memory/re-run part or only the Dask part")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.small:
@@ -127,7 +129,7 @@ def main() -> None:
     originals = sorted(p for p in Path(args.data).rglob("*.jpeg"))
     try:
         model = args.model or _default_model(work)
-        for n in sizes:
+        for n in sizes if args.only != "dask" else []:
             folder = make_folder(originals, n, work / f"rss-{n}")
             r = run_batch([str(folder), "--model", model, "--out", str(work / f"rss-{n}.csv"),
                            "--no-report", "--jobs", str(args.jobs)])
@@ -136,25 +138,31 @@ def main() -> None:
                      r["images_per_second"])
             if n != max(sizes):
                 shutil.rmtree(folder)
-        # unchanged re-run: the scored folder plus cheap copies the ledger already knows
-        folder = work / f"rss-{max(sizes)}"
-        out = work / f"rss-{max(sizes)}.csv"
-        extra = max(0, args.rerun - max(sizes))
-        _reuse_copies(folder, extra)
-        first = run_batch([str(folder), "--model", model, "--out", str(out), "--no-report"])
-        again = run_batch([str(folder), "--model", model, "--out", str(out), "--no-report"])
-        log.info("unchanged re-run of %d files: %.2f s wall (first pass over the copies: "
-                 "%.2f s, hashed %d; re-run hashed %d, scored %d)", again["files"],
-                 again["wall"], first["wall"], first["hashed"], again["hashed"],
-                 again["scored"])
-        dfolder = make_folder(originals, args.dask_size, work / "dask")
-        one = dask_rate(dfolder, model, work, 1)
-        two = dask_rate(dfolder, model, work, 2)
-        log.info("Dask LocalCluster: 1 worker %.1f img/s, 2 workers %.1f img/s, ratio %.2fx",
-                 one, two, two / one)
+        if args.only != "dask":
+            rerun(work, model, max(sizes), args.rerun)
+        if args.only != "memory":
+            dfolder = make_folder(originals, args.dask_size, work / "dask")
+            one = dask_rate(dfolder, model, work, 1)
+            two = dask_rate(dfolder, model, work, 2)
+            log.info("Dask LocalCluster: 1 worker %.1f img/s, 2 workers %.1f img/s, "
+                     "ratio %.2fx (%d files)", one, two, two / one, args.dask_size)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def rerun(work: Path, model: str, size: int, total: int) -> None:
+    """Unchanged re-run: the scored folder plus cheap copies the ledger already knows."""
+    folder = work / f"rss-{size}"
+    out = work / f"rss-{size}.csv"
+    extra = max(0, total - size)
+    _reuse_copies(folder, extra)
+    first = run_batch([str(folder), "--model", model, "--out", str(out), "--no-report"])
+    again = run_batch([str(folder), "--model", model, "--out", str(out), "--no-report"])
+    log.info("unchanged re-run of %d files: %.2f s wall (first pass over the copies: "
+             "%.2f s, hashed %d; re-run hashed %d, scored %d)", again["files"],
+             again["wall"], first["wall"], first["hashed"], again["hashed"],
+             again["scored"])
 
 
 def _reuse_copies(folder: Path, n: int) -> None:
