@@ -173,3 +173,20 @@ def _restore_xray_logging():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def summary(result) -> dict:
+    """The JSON summary line a command prints last on stdout."""
+    import json
+
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+    assert lines, result.output
+    return json.loads(lines[-1])
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """A results CSV as dicts (every value a string, as written)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_OVERRIDES, make_xray, save_gray
+from conftest import TINY_OVERRIDES, make_xray, read_rows, save_gray, summary
 from xray_score import __version__
 from xray_score.cli import main
 from xray_score.errors import ExitCode
@@ -37,16 +36,6 @@ def cli(*args: str, cwd: Path | None = None):
         os.chdir(old)
 
 
-def summary(result) -> dict:
-    """The JSON summary line ``batch``/``train`` print last on stdout."""
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
-    assert lines, result.output
-    return json.loads(lines[-1])
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def good_images(folder: Path, n: int, seed: int = 0) -> list[Path]:

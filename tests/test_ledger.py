@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sqlite3
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_xray, save_gray
+from conftest import make_xray, read_rows, save_gray, summary
 from xray_score.cli import main
 from xray_score.errors import ExitCode
 from xray_score.export import write_atomic
@@ -27,15 +26,6 @@ def cli(*args: object):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def summary(result) -> dict:
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
-    assert lines, result.output
-    return json.loads(lines[-1])
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def make_folder(folder: Path, n: int, seed: int = 0, size: int = 72) -> list[Path]:

@@ -144,22 +144,28 @@ class BatchScorer:
         """The picklable worker-side preprocessing (built on first use)."""
         return self.bundle.preprocessor()
 
-    def iter_results(self, paths: Iterable[str | os.PathLike]) -> Iterator[FileResult]:
-        """Preprocessed files in completion order; hangs and crashes become error results."""
+    def iter_results(self, paths: Iterable[str | os.PathLike], preprocessor: Any = None
+                     ) -> Iterator[FileResult]:
+        """Preprocessed files in completion order; hangs and crashes become error results.
+
+        ``preprocessor`` replaces the bundle's own (``compare`` passes a MultiPreprocessor).
+        """
         from .parallel import TaskFailure, resilient_map
         from .worker import FileResult
 
-        for _, path, outcome in resilient_map(self.preprocessor, [str(p) for p in paths],
+        for _, path, outcome in resilient_map(preprocessor or self.preprocessor,
+                                              [str(p) for p in paths],
                                               n_jobs=self.n_jobs, timeout=self.timeout):
             if isinstance(outcome, TaskFailure):
                 outcome = FileResult(path=path, error_kind=outcome.kind.value,
                                      error=outcome.message)
             yield outcome
 
-    def iter_batches(self, paths: Iterable[str | os.PathLike]) -> Iterator[list[FileResult]]:
+    def iter_batches(self, paths: Iterable[str | os.PathLike], preprocessor: Any = None
+                     ) -> Iterator[list[FileResult]]:
         """Groups of results: failed files alone at once, good ones in model-sized batches."""
         pending: list[FileResult] = []
-        for result in self.iter_results(paths):
+        for result in self.iter_results(paths, preprocessor):
             if not result.ok:
                 yield [result]
                 continue

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import pandas as pd
 from .bundle import Bundle
 from .datasets import is_labeled, label_of_path, patient_id
 from .images import discover
-from .parallel import TaskFailure, resilient_map
 from .scoring import (
     COLUMNS,
     DICOM_COLUMNS,
@@ -30,7 +28,7 @@ from .scoring import (
     RunStats,
     has_dicom,
 )
-from .worker import FileResult, MultiPreprocessor
+from .worker import MultiPreprocessor
 
 log = logging.getLogger(__name__)
 
@@ -154,26 +152,6 @@ def evaluate_folder(bundle: Bundle, folder: Path, out_html: Path, csv_path: Path
     return path, stats
 
 
-def iter_multi(bundles: list[Bundle], scorers: list[BatchScorer], paths: list[str],
-               n_jobs: int, timeout: float | None, batch_size: int = 64
-               ) -> Iterator[list[FileResult]]:
-    """Files decoded once, preprocessed for every model, grouped into batches."""
-    multi = MultiPreprocessor(tuple(s.preprocessor for s in scorers))
-    pending: list[FileResult] = []
-    for _, path, outcome in resilient_map(multi, paths, n_jobs=n_jobs, timeout=timeout):
-        if isinstance(outcome, TaskFailure):
-            outcome = FileResult(path=path, error_kind=outcome.kind.value, error=outcome.message)
-        if not outcome.ok:
-            yield [outcome]
-            continue
-        pending.append(outcome)
-        if len(pending) >= batch_size:
-            yield pending
-            pending = []
-    if pending:
-        yield pending
-
-
 def compare_folder(bundles: list[Bundle], folder: Path, out_html: Path, csv_path: Path,
                    n_jobs: int = 2, timeout: float | None = 60.0, command: str = "",
                    **predictor_kwargs: Any) -> tuple[Path, pd.DataFrame]:
@@ -186,7 +164,8 @@ def compare_folder(bundles: list[Bundle], folder: Path, out_html: Path, csv_path
     paths = [str(p) for p in discover(folder)]
     labels = folder_labels(folder, paths)
     long_rows: list[dict[str, Any]] = []
-    for batch in iter_multi(bundles, scorers, paths, n_jobs, timeout):
+    multi = MultiPreprocessor(tuple(s.preprocessor for s in scorers))
+    for batch in scorers[0].iter_batches(paths, multi):  # one read and decode per file
         for i, scorer in enumerate(scorers):
             view = [replace(r, x=r.x[i]) if r.ok else r for r in batch]
             long_rows += scorer.rows(view, labels)
