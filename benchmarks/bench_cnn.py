@@ -4,7 +4,9 @@ Same network, same full-resolution originals, same process:
 - straightforward: ``keras.utils.load_img(path, color_mode="grayscale", target_size=...)``
   + ``model.predict`` on batches of 32 (what the public notebooks do);
 - xray-score: :class:`xray_score.scoring.BatchScorer` (joblib workers decode and resize,
-  the network runs batched in this process, rows are written to a CSV as they finish).
+  the network runs batched in this process, rows are written to a CSV as they finish), with
+  the bundle's default engine (its TFLite twin under XNNPACK when it has one) and, for the
+  record, with ``engine="keras"`` (same pipeline, Keras ``predict_on_batch``).
 
     python benchmarks/bench_cnn.py [--model models/cnn] [--data ../shared/data/originals]
 
@@ -53,18 +55,23 @@ def main() -> None:
     bundle = Bundle.load(args.model or default_model("cnn"))
     kwargs = {"weights": args.weights} if args.weights else {}
     scorer = BatchScorer(bundle, n_jobs=args.jobs, batch_size=64, **kwargs)
+    keras_scorer = BatchScorer(bundle, n_jobs=args.jobs, batch_size=64, engine="keras",
+                               **kwargs)
     paths = discover(args.data) * args.repeat
-    model = scorer.predictor.model
+    model = keras_scorer.predictor.model
     model.predict(np.zeros((32, bundle.input_size, bundle.input_size, 1), np.float32),
                   verbose=0)  # same warm-up for the Keras route
     naive = keras_route_rate(paths, model, bundle.input_size)
     ours = batch_rate(scorer, paths)
+    ours_keras = batch_rate(keras_scorer, paths)
     print(f"images: {len(paths)} full-resolution originals from {args.data}; "
           f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "
           f"@ {bundle.input_size} px")
-    print(f"keras load_img + model.predict(32) : {naive:8.1f} img/s")
-    print(f"xray-score batch (jobs={args.jobs})        : {ours:8.1f} img/s")
-    print(f"ratio                              : {ours / naive:8.1f}x")
+    print(f"keras load_img + model.predict(32)   : {naive:8.1f} img/s")
+    print(f"xray-score batch, engine keras       : {ours_keras:8.1f} img/s")
+    print(f"xray-score batch (jobs={args.jobs}), default : {ours:8.1f} img/s  "
+          f"[{scorer.predictor.runtime}]")
+    print(f"ratio (default / keras route)        : {ours / naive:8.1f}x")
 
 
 if __name__ == "__main__":

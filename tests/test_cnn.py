@@ -13,7 +13,7 @@ keras = pytest.importorskip("keras")
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from xray_score import backbones, cnn  # noqa: E402
+from xray_score import backbones, cnn, cnn_predict, cnn_train, gradcam  # noqa: E402
 from xray_score.errors import UsageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_fine_tune_keeps_bn_and_full_roundtrip(tmp_path, fake_weights):
                                    "shear": 0.1, "flip": "horizontal", "dark_threshold": 25})
     before = cnn.build_model(spec, weights=fake_weights)
     kernel_before = cnn.get_backbone(before).get_layer("Conv_1").get_weights()[0]
-    fitted = cnn.fit_cnn(x, y, None, None, spec, weights=fake_weights)
+    fitted = cnn_train.fit_cnn(x, y, None, None, spec, weights=fake_weights)
     assert fitted.history["phase"] == ["head", "fine_tune"]
     assert {"loss", "auc"} <= set(fitted.history)
     for name, stats in bn_stats(before).items():
@@ -141,9 +141,11 @@ def test_fine_tune_keeps_bn_and_full_roundtrip(tmp_path, fake_weights):
     assert not np.allclose(kernel_before, kernel_after)  # the top layers did train
 
     meta, files = fitted.save(tmp_path)
-    assert meta["cnn"]["storage"] == "full" and files == ["model.keras"]
-    loaded = cnn.CnnPredictor.load(tmp_path, meta)  # no weights file needed
-    np.testing.assert_allclose(loaded.predict_raw(x), fitted.predict_raw(x), atol=1e-6)
+    assert meta["cnn"]["storage"] == "full" and files == ["model.keras", "model.tflite"]
+    loaded = cnn_predict.CnnPredictor.load(tmp_path, meta)  # no weights file needed
+    np.testing.assert_array_equal(loaded.predict_raw(x), fitted.predict_raw(x))
+    as_keras = cnn_predict.CnnPredictor.load(tmp_path, meta, engine="keras")
+    np.testing.assert_allclose(as_keras.predict_raw(x), fitted.predict_raw(x), atol=1e-5)
     # CnnPredictor.load uses keras.models.load_model(..., safe_mode=True)
     assert not any(layer.name.startswith("aug_") for layer in loaded.model.layers)
     assert loaded.model.get_layer("dark_pixels").threshold == 25
@@ -157,7 +159,7 @@ def test_head_warmup_on_cached_embeddings_trains_only_the_head(fake_weights):
     before = cnn.build_model(spec, weights=fake_weights)
     head_before = before.get_layer("head").get_weights()[0]
     backbone_before = [w.copy() for w in cnn.get_backbone(before).get_weights()]
-    fitted = cnn.fit_cnn(x[:32], y[:32], x[32:], y[32:], spec, weights=fake_weights)
+    fitted = cnn_train.fit_cnn(x[:32], y[:32], x[32:], y[32:], spec, weights=fake_weights)
     assert fitted.history["phase"] == ["head"] * len(fitted.history["loss"])
     assert "val_auc" in fitted.history
     assert not np.allclose(head_before, fitted.model.get_layer("head").get_weights()[0])
@@ -167,7 +169,7 @@ def test_head_warmup_on_cached_embeddings_trains_only_the_head(fake_weights):
 
 def test_head_only_storage_checks_weights(tmp_path, monkeypatch, fake_weights, other_weights):
     x, y = synthetic(32, seed=3)
-    fitted = cnn.fit_cnn(x, y, None, None, mnv2_spec(), weights=fake_weights)
+    fitted = cnn_train.fit_cnn(x, y, None, None, mnv2_spec(), weights=fake_weights)
     meta, files = fitted.save(tmp_path / "bundle")
     assert meta["cnn"]["storage"] == "head_only" and files == ["head.keras"]
     assert meta["backbone"]["weights_sha256"] == backbones.sha256_file(fake_weights)
@@ -175,28 +177,28 @@ def test_head_only_storage_checks_weights(tmp_path, monkeypatch, fake_weights, o
     keras.models.load_model(tmp_path / "bundle/head.keras", safe_mode=True)
     expected = fitted.predict_raw(x)
     assert np.ptp(expected) > 0
-    loaded = cnn.CnnPredictor.load(tmp_path / "bundle", meta, weights=fake_weights)
+    loaded = cnn_predict.CnnPredictor.load(tmp_path / "bundle", meta, weights=fake_weights)
     np.testing.assert_allclose(loaded.predict_raw(x), expected, atol=1e-6)
     with pytest.raises(UsageError, match="sha256"):
-        cnn.CnnPredictor.load(tmp_path / "bundle", meta, weights=other_weights)
+        cnn_predict.CnnPredictor.load(tmp_path / "bundle", meta, weights=other_weights)
     with pytest.raises(UsageError, match="sha256"):
-        cnn.CnnPredictor.load(tmp_path / "bundle", meta, weights=other_weights.parent)
+        cnn_predict.CnnPredictor.load(tmp_path / "bundle", meta, weights=other_weights.parent)
     with pytest.raises(UsageError, match="XRAY_SCORE_WEIGHTS"):
-        cnn.CnnPredictor.load(tmp_path / "bundle", meta)
+        cnn_predict.CnnPredictor.load(tmp_path / "bundle", meta)
     monkeypatch.setenv(backbones.WEIGHTS_ENV, str(fake_weights.parent))  # a directory
-    loaded = cnn.CnnPredictor.load(tmp_path / "bundle", meta)
+    loaded = cnn_predict.CnnPredictor.load(tmp_path / "bundle", meta)
     np.testing.assert_allclose(loaded.predict_raw(x), expected, atol=1e-6)
 
 
 def test_lightgbm_head_roundtrip(tmp_path, fake_weights):
     x, y = synthetic(64, seed=4)
     spec = mnv2_spec(head="lightgbm", lightgbm={"min_data_in_leaf": 5}, lightgbm_rounds=30)
-    fitted = cnn.fit_cnn(x[:32], y[:32], x[32:], y[32:], spec, weights=fake_weights)
+    fitted = cnn_train.fit_cnn(x[:32], y[:32], x[32:], y[32:], spec, weights=fake_weights)
     assert "loss" not in fitted.history  # frozen backbone: the network is not trained
     meta, files = fitted.save(tmp_path)
     assert files == ["lightgbm.txt"] and meta["cnn"]["head"] == "lightgbm"
     assert (tmp_path / "lightgbm.txt").read_text().startswith("tree")
-    loaded = cnn.CnnPredictor.load(tmp_path, meta, weights=fake_weights)
+    loaded = cnn_predict.CnnPredictor.load(tmp_path, meta, weights=fake_weights)
     np.testing.assert_allclose(loaded.predict_raw(x), fitted.predict_raw(x), atol=1e-9)
 
 
@@ -206,25 +208,25 @@ def test_separable_data_reaches_auc_and_grad_cam(tmp_path):
     spec = {"backbone": "five_block_cnn", "input_size": S, "epochs_head": 8, "lr_head": 3e-3,
             "batch_size": 16, "patience": 4, "dropout": 0.1,
             "backbone_args": {"filters": [8, 8, 16, 16, 16], "block_dropout": 0.0}}
-    fitted = cnn.fit_cnn(x, y, xv, yv, spec)
+    fitted = cnn_train.fit_cnn(x, y, xv, yv, spec)
     auc = roc_auc_score(yv, fitted.predict_raw(xv))
     assert auc >= 0.9, fitted.history
     assert max(fitted.history["val_auc"]) >= 0.9
-    heat = cnn.grad_cam(fitted.model, xv[1])
+    heat = gradcam.grad_cam(fitted.model, xv[1])
     assert heat.shape == (S, S) and heat.min() >= 0 and heat.max() <= 1
-    assert cnn.grad_cam(fitted.model, xv[0], target="predicted").max() <= 1
+    assert gradcam.grad_cam(fitted.model, xv[0], target="predicted").max() <= 1
     with pytest.raises(UsageError):
-        cnn.grad_cam(fitted.model, xv[0], target="other")
+        gradcam.grad_cam(fitted.model, xv[0], target="other")
     meta, files = fitted.save(tmp_path)
     assert meta["cnn"]["storage"] == "full"
-    loaded = cnn.CnnPredictor.load(tmp_path, meta)
+    loaded = cnn_predict.CnnPredictor.load(tmp_path, meta)
     np.testing.assert_allclose(loaded.predict_raw(xv), fitted.predict_raw(xv), atol=1e-6)
-    np.testing.assert_allclose(cnn.grad_cam(loaded.model, xv[1]), heat, atol=1e-4)
+    np.testing.assert_allclose(gradcam.grad_cam(loaded.model, xv[1]), heat, atol=1e-4)
 
 
 def test_predict_rejects_wrong_shape(fake_weights):
     model = cnn.build_model(mnv2_spec(), weights=fake_weights)
-    pred = cnn.CnnPredictor(model, cnn.normalize_spec(mnv2_spec()))
+    pred = cnn_predict.CnnPredictor(model, cnn.normalize_spec(mnv2_spec()))
     with pytest.raises(UsageError):
         pred.predict_raw(np.zeros((2, S + 1, S + 1), np.uint8))
     assert pred.predict_raw(np.zeros((0, S, S), np.uint8)).shape == (0,)
@@ -244,7 +246,7 @@ def _one_step(path: Path, fine_tune_epochs: int) -> None:
     x, y = synthetic(8, size=size)
     # validation data only in the slow variant: each extra traced function costs seconds
     val = (x, y) if fine_tune_epochs else (None, None)
-    fitted = cnn.fit_cnn(x, y, *val, pipeline, weights="none")
+    fitted = cnn_train.fit_cnn(x, y, *val, pipeline, weights="none")
     assert fitted.history["loss"]
     p = fitted.predict_raw(x)
     assert p.shape == (8,) and np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))

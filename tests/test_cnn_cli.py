@@ -39,7 +39,7 @@ def cnn_bundle(labeled_dir, tmp_path_factory) -> Bundle:
 def test_trained_bundle_is_full_and_safe(cnn_bundle):
     meta = cnn_bundle.meta
     assert meta["kind"] == "cnn" and meta["cnn"]["storage"] == "full"
-    assert set(meta["files"]) == {"model.keras"}
+    assert set(meta["files"]) == {"model.keras", "model.tflite"}
     assert meta["threshold"]["policy"] == "sensitivity"
     assert meta["cnn"]["history"]["loss"]  # training curves travel with the bundle
 
@@ -93,3 +93,18 @@ def test_compare_gives_exactly_batch_probabilities(cnn_bundle, baseline_bundle,
                                    rtol=0, atol=1e-6)
     html = report.read_text()
     assert "DeLong" in html and "McNemar" in html
+
+
+def test_engine_option_keras_matches_the_default_tflite_run(cnn_bundle, labeled_test_dir,
+                                                            tmp_path):
+    """--engine keras runs model.keras; the default runs the bundle's TFLite twin."""
+    scores = {}
+    for engine in ("auto", "keras"):
+        out = tmp_path / f"{engine}.csv"
+        result = cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--out", out,
+                     "--no-report", "--engine", engine)
+        assert result.exit_code == ExitCode.OK, result.output
+        scores[engine] = pd.read_csv(out).set_index("path")["p_pneumonia"].sort_index()
+    np.testing.assert_allclose(scores["keras"], scores["auto"], rtol=0, atol=2e-4)  # calibrated
+    result = cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--engine", "onnx")
+    assert result.exit_code == ExitCode.USAGE

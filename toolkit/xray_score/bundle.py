@@ -118,7 +118,7 @@ class Bundle:
             from .baseline import BaselinePredictor
 
             return BaselinePredictor.load(self)
-        from .cnn import CnnPredictor
+        from .cnn_predict import CnnPredictor
 
         return CnnPredictor.load(self.path, self.meta, **kwargs)
 

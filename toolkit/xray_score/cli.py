@@ -31,11 +31,14 @@ def _quiet_tensorflow(verbose: int) -> None:
     """Silence TensorFlow's C++ start-up chatter; Python warnings are left alone.
 
     oneDNN stays on (turning it off to hide its banner costs a third of CNN throughput);
-    instead :mod:`xray_score.cnn` mutes file descriptor 2 while TensorFlow is imported.
+    instead :mod:`xray_score.quiet` mutes file descriptor 2 while TensorFlow is imported
+    and while a TFLite interpreter starts.
     """
+    from .quiet import QUIET_ENV
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if verbose < 2:
-        os.environ.setdefault("XRAY_SCORE_QUIET_TF_IMPORT", "1")
+        os.environ.setdefault(QUIET_ENV, "1")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -194,8 +197,29 @@ def default_out(folder: Path, model_id: str, prefix: str = "") -> Path:
 
 
 _BATCH_CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_size",
-                               "timeout", "weights", "report", "backend", "scheduler",
-                               "num_parts", "part_id")
+                      "timeout", "weights", "engine", "report", "backend", "scheduler",
+                      "num_parts", "part_id")
+ENGINES = ("auto", "keras", "tflite")  # xray_score.lite.ENGINES, without importing it here
+
+
+def cnn_runtime_options(command: Any) -> Any:
+    """``--weights`` and ``--engine``: how a CNN bundle's network is loaded and run."""
+    command = click.option(
+        "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+        help="CNN runtime: auto (the bundle's TFLite network when it has one, else Keras), "
+        "keras, or tflite (converts at start when the bundle has none).")(command)
+    return click.option(
+        "--weights", help="CNN bundles with a referenced backbone: its weights file/folder."
+    )(command)
+
+
+def _cnn_kwargs(weights: str | None, engine: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"weights": weights} if weights else {}
+    if engine and engine != "auto":
+        if engine not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        kwargs["engine"] = engine
+    return kwargs
 
 
 @main.command()
@@ -217,7 +241,7 @@ _BATCH_CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_
               help="Seconds one file may take to decode before it is an error row.")
 @click.option("--continue", "resume", is_flag=True, hidden=True,
               help="Kept for old scripts: every run continues from the ledger.")
-@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@cnn_runtime_options
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write an HTML run summary beside the results (same name, .html).")
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
@@ -233,8 +257,8 @@ _BATCH_CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_
 @handle_errors
 def batch(ctx: click.Context, folder: str | None, model: str | None, out: str | None, fmt: str,
           ledger: str | None, jobs: int, batch_size: int, timeout: float, resume: bool,
-          weights: str | None, report: bool, backend: str, scheduler: str | None,
-          num_parts: int, part_id: int, config: str | None) -> int:
+          weights: str | None, engine: str, report: bool, backend: str,
+          scheduler: str | None, num_parts: int, part_id: int, config: str | None) -> int:
     """Score every image under FOLDER into a per-image results file, incrementally.
 
     Scores are kept in a ledger keyed by image content and model: a re-run scores only new
@@ -243,7 +267,7 @@ def batch(ctx: click.Context, folder: str | None, model: str | None, out: str | 
     """
     opts = {"folder": folder, "model": model, "out": out, "fmt": fmt, "ledger": ledger,
             "jobs": jobs, "batch_size": batch_size, "timeout": timeout, "weights": weights,
-            "report": report, "backend": backend, "scheduler": scheduler,
+            "engine": engine, "report": report, "backend": backend, "scheduler": scheduler,
             "num_parts": num_parts, "part_id": part_id}
     from_config = _batch_config(ctx, Path(config)) if config else {}
     opts.update(from_config)
@@ -319,7 +343,7 @@ def _batch_job(opts: dict[str, Any], resume: bool, jobs_given: bool) -> tuple[An
               timeout=float(opts["timeout"]) if opts["timeout"] else None,
               batch_size=int(opts["batch_size"]), num_parts=num_parts, part_id=part_id,
               backend=opts["backend"], scheduler=opts["scheduler"],
-              predictor_kwargs={"weights": opts["weights"]} if opts["weights"] else {},
+              predictor_kwargs=_cnn_kwargs(opts["weights"], opts.get("engine")),
               argv=sys.argv[1:])
     return job, bundle
 
@@ -338,10 +362,10 @@ def _command() -> str:
               help="Per-image results CSV (default: beside the report).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
 @click.option("--no-thumbnails", is_flag=True, help="Leave the image gallery out of the report.")
-@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@cnn_runtime_options
 @handle_errors
 def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | None, jobs: int,
-             no_thumbnails: bool, weights: str | None) -> int:
+             no_thumbnails: bool, weights: str | None, engine: str) -> int:
     """Score a labeled FOLDER and write an HTML evaluation report with CIs."""
     from .workflows import evaluate_folder
 
@@ -349,7 +373,7 @@ def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | Non
     out_path = Path(out) if out else default_out(Path(folder), bundle.model_id,
                                                  "evaluate-").with_suffix(".html")
     csv_path = Path(csv_out) if csv_out else out_path.with_suffix(".csv")
-    kwargs = {"weights": weights} if weights else {}
+    kwargs = _cnn_kwargs(weights, engine)
     report, stats = evaluate_folder(bundle, Path(folder), out_path, csv_path, jobs,
                                     thumbnails=not no_thumbnails, command=_command(), **kwargs)
     click.echo(json.dumps({"report": str(report), "results": str(csv_path),
@@ -369,11 +393,11 @@ def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | Non
               help="Per-image CSV with every model's score (default: beside the report).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
 @click.option("--timeout", default=60.0, show_default=True, help="Per-file decode limit (s).")
-@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@cnn_runtime_options
 @handle_errors
 def compare(folder: str, baseline: str | None, cnn: str | None, extra: tuple[str, ...],
             out: str | None, csv_out: str | None, jobs: int, timeout: float,
-            weights: str | None) -> int:
+            weights: str | None, engine: str) -> int:
     """Score FOLDER with several bundles (one decode per image) and test the differences."""
     from .bundle import Bundle
     from .workflows import compare_folder
@@ -386,7 +410,7 @@ def compare(folder: str, baseline: str | None, cnn: str | None, extra: tuple[str
     out_path = Path(out) if out else default_out(Path(folder), "-".join(ids),
                                                  "compare-").with_suffix(".html")
     csv_path = Path(csv_out) if csv_out else out_path.with_suffix(".csv")
-    kwargs = {"weights": weights} if weights else {}
+    kwargs = _cnn_kwargs(weights, engine)
     report, wide = compare_folder(bundles, Path(folder), out_path, csv_path, jobs, timeout,
                                   command=_command(), **kwargs)
     failed = int((wide[[f"status_{i}" for i in ids]] != "ok").any(axis=1).sum())
@@ -402,14 +426,15 @@ def compare(folder: str, baseline: str | None, cnn: str | None, extra: tuple[str
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Embeddings file: .parquet (default) or .csv.")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
-@click.option("--weights", help="CNN bundles with a referenced backbone: its weights file/folder.")
+@cnn_runtime_options
 @handle_errors
-def embed(folder: str, model: str | None, out: str, jobs: int, weights: str | None) -> int:
+def embed(folder: str, model: str | None, out: str, jobs: int, weights: str | None,
+          engine: str) -> int:
     """Export the CNN embedding of every image under FOLDER."""
     from .workflows import embed_folder
 
     bundle = _resolve_model(model, "cnn")
-    kwargs = {"weights": weights} if weights else {}
+    kwargs = _cnn_kwargs(weights, engine)
     stats = embed_folder(bundle, Path(folder), Path(out), jobs, **kwargs)
     click.echo(json.dumps({"out": out, "model_id": bundle.model_id, **stats.as_dict()}))
     return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK

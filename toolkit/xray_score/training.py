@@ -94,9 +94,11 @@ def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, A
 
         model = fit_baseline(x_tr, y_tr, x_val, y_val, spec)
     else:
-        from .cnn import fit_cnn
+        from .cnn_train import fit_cnn
 
         model = fit_cnn(x_tr, y_tr, x_val, y_val, spec, **fit_kwargs)
+    staging = new_staging(out)
+    extra, files = model.save(staging)  # first: a CNN then scores with its stored TFLite twin
     raw_val = model.predict_raw(x_val)
     calibration = fit_calibration(raw_val, y_val, spec["calibration"].get("method", "platt"))
     p_val = apply_calibration(calibration, raw_val)
@@ -104,8 +106,6 @@ def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, A
     threshold = choose_threshold(p_val, y_val, tcfg.get("policy", "sensitivity"),
                                  float(tcfg.get("target", 0.95)), float(tcfg.get("value", 0.5)))
     threshold["chosen_on"] = "validation"
-    staging = new_staging(out)
-    extra, files = model.save(staging)
     meta = {
         "kind": kind,
         "name": spec.get("name", kind),

@@ -107,7 +107,7 @@ def thumbnails_for(df: pd.DataFrame, bundle: Bundle, predictor: Any, n: int = 8,
                 "png_bytes": cv2.imencode(".png", thumb)[1].tobytes()}
         if cam_ok:
             try:
-                from .cnn import grad_cam
+                from .gradcam import grad_cam
 
                 heat = grad_cam(predictor.model, pixels)
                 color = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
