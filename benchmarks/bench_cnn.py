@@ -67,12 +67,13 @@ def main() -> None:
     print(f"images: {len(paths)} full-resolution originals from {args.data}; "
           f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "
           f"@ {bundle.input_size} px")
-    print(f"keras load_img + model.predict(32)   : {naive:8.1f} img/s")
-    print(f"xray-score batch, engine keras       : {ours_keras:8.1f} img/s")
-    print(f"xray-score batch (jobs={args.jobs}), default : {ours:8.1f} img/s  "
-          f"[{scorer.predictor.runtime}]")
-    print(f"ratio (default / keras route)        : {ours / naive:8.1f}x")
-
+    rows = [("keras load_img + model.predict(32)", naive, ""),
+            ("xray-score batch, engine keras", ours_keras, ""),
+            (f"xray-score batch, jobs={args.jobs}, default", ours,
+             f"  [{scorer.predictor.runtime}]")]
+    for label, rate, note in rows:
+        print(f"{label:38s}: {rate:8.1f} img/s{note}")
+    print(f"{'ratio (default / keras route)':38s}: {ours / naive:8.1f}x")
 
 if __name__ == "__main__":
     main()

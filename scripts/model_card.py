@@ -117,6 +117,14 @@ def card(bundle: Bundle, results: Path | None, command: str) -> str:
                   + ("fine-tuned, the whole network is stored in the bundle (runs without any "
                      "weights file)." if bb.get("stored_in_bundle") else
                      "frozen; the bundle references the weights file by sha256.")]
+        lite = (meta.get("cnn") or {}).get("tflite")
+        parts += ["", "## Runtime",
+                  f"`batch` runs `{lite['file']}`, a float32 TFLite twin of `model.keras`, under "
+                  f"LiteRT with XNNPACK (largest probability difference from Keras on the "
+                  f"conversion check: {lite['max_abs_diff_vs_keras']:.1e}); calibration, threshold "
+                  "and the validation metrics above come from its outputs. `--engine keras` runs "
+                  "`model.keras` instead." if lite else
+                  "`batch` runs the Keras network (`--engine tflite` converts it at start-up)."]
     return "\n".join(parts) + "\n"
 
 

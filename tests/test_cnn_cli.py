@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +111,20 @@ def test_engine_option_keras_matches_the_default_tflite_run(cnn_bundle, labeled_
     np.testing.assert_allclose(scores["keras"], scores["auto"], rtol=0, atol=2e-4)  # calibrated
     result = cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--engine", "onnx")
     assert result.exit_code == ExitCode.USAGE
+
+
+def test_cli_stderr_is_free_of_native_start_up_banners(cnn_bundle, labeled_test_dir, tmp_path):
+    """A real `xray-score batch` process with a CNN bundle: TensorFlow's and LiteRT's C++
+    banners are muted, the log lines and the JSON summary are not."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                             "XRAY_SCORE_QUIET_TF_IMPORT")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "xray_score.cli", "batch", str(labeled_test_dir), "--model",
+         str(cnn_bundle.path), "--out", str(tmp_path / "r.csv"), "--no-report"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    for banner in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
+                   "cpu_feature_guard", "tf.lite.Interpreter is deprecated"):
+        assert banner not in proc.stderr, proc.stderr
+    assert "runs on TFLite via" in proc.stderr  # our own INFO log line survives
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["scored"] > 0

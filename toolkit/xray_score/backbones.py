@@ -20,9 +20,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from xray_score.quiet import native_stderr_muted
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+with native_stderr_muted():  # TensorFlow's C++ banners, when the CLI asks for quiet
+    import keras
 
 from xray_score.errors import UsageError  # noqa: E402
 

@@ -80,11 +80,17 @@ class LiteNetwork:
             except (ValueError, RuntimeError) as exc:
                 raise BundleError(f"not a usable xray-score TFLite network: {exc}") from exc
         self.threads = threads
+        self._shape: tuple[int, ...] | None = None
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs for a float32 (N, S, S, 1) batch (copies: the buffers are reused)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = self._runner(image=x)
+        if x.shape == self._shape:
+            out = self._runner(image=x)
+        else:  # (re)allocation applies the XNNPACK delegate, which announces itself on fd 2
+            with native_stderr_muted():
+                out = self._runner(image=x)
+            self._shape = x.shape
         return {k: np.array(v) for k, v in out.items()}
 
 
