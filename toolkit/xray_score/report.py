@@ -179,20 +179,10 @@ def roc_figure(curves: list[dict[str, Any]]) -> dict[str, str]:
                 label=_plain(name),
             )
     ax.plot([0, 1], [0, 1], ls="--", color="#a0aec0", lw=1, label="chance")
-    ax.set(
-        xlabel="1 − specificity (false-positive rate)",
-        ylabel="sensitivity",
-        xlim=(-0.01, 1.01),
-        ylim=(-0.01, 1.01),
-        aspect="equal",
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    return _figure(
-        "ROC curve",
-        fig,
-        "Sensitivity against false-positive rate as the threshold "
-        "moves; markers show the operating points. Dashed line: chance.",
-    )
+    return _unit_square_figure(
+        fig, "1 − specificity (false-positive rate)", "sensitivity", "lower right",
+        "ROC curve", "Sensitivity against false-positive rate as the threshold "
+        "moves; markers show the operating points. Dashed line: chance.")
 
 
 def pr_figure(y: np.ndarray, p: np.ndarray) -> dict[str, str]:
@@ -202,20 +192,20 @@ def pr_figure(y: np.ndarray, p: np.ndarray) -> dict[str, str]:
     prec, rec, _ = precision_recall_curve(y, p)
     ax.step(rec, prec, where="post", color=MODEL_COLORS[0], lw=2, label="model")
     ax.axhline(float(np.mean(y)), ls="--", color="#a0aec0", lw=1, label="prevalence")
-    ax.set(
-        xlabel="sensitivity (recall)",
-        ylabel="PPV (precision)",
-        xlim=(-0.01, 1.01),
-        ylim=(-0.01, 1.01),
-        aspect="equal",
-    )
-    ax.legend(loc="best", fontsize=8)
-    return _figure(
-        "Precision–recall curve",
-        fig,
+    return _unit_square_figure(
+        fig, "sensitivity (recall)", "PPV (precision)", "best", "Precision–recall curve",
         "PPV against sensitivity as the threshold "
-        "moves. Dashed line: a model with no skill (the pneumonia prevalence).",
-    )
+        "moves. Dashed line: a model with no skill (the pneumonia prevalence).")
+
+
+def _unit_square_figure(fig: Figure, xlabel: str, ylabel: str, legend_loc: str, title: str,
+                        caption: str) -> dict[str, str]:
+    """Finish a curve on the unit square (equal axes, legend) and encode it."""
+    ax = fig.axes[0]
+    ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
+           aspect="equal")
+    ax.legend(loc=legend_loc, fontsize=8)
+    return _figure(title, fig, caption)
 
 
 def calibration_figure(y: np.ndarray, p: np.ndarray) -> dict[str, str]:
