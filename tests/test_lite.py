@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,3 +118,27 @@ def test_bundle_checksum_covers_the_twin(tmp_path):
     (bundle.path / "model.tflite").write_bytes(bytes(blob))
     with pytest.raises(BundleError, match="model.tflite"):
         Bundle.load(bundle.path)
+
+
+def test_scoring_with_the_twin_never_imports_tensorflow(fitted_and_saved, tmp_path):
+    """A bundle with a TFLite twin scores and embeds in a process without TensorFlow (fast
+    start, small memory); the Keras network loads only when asked for."""
+    _, _, d, meta, _ = fitted_and_saved
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    code = f"""
+import json, sys
+import numpy as np
+from xray_score.cnn_predict import CnnPredictor
+meta = json.loads(open({str(tmp_path / "meta.json")!r}).read())
+pred = CnnPredictor.load({str(d)!r}, meta)
+x = np.random.default_rng(0).integers(0, 256, (5, {S}, {S})).astype(np.uint8)
+assert pred.predict_raw(x).shape == (5,) and pred.embed(x).shape[0] == 5
+assert pred.engine == "tflite"
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TF imported"
+assert pred.model.get_layer("head") is not None  # the lazy Keras network still loads
+assert "tensorflow" in sys.modules
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

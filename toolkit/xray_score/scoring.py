@@ -136,7 +136,8 @@ class BatchScorer:
 
     @cached_property
     def predictor(self) -> Any:
-        """The bundle's model, loaded on first use (CNN bundles import TensorFlow here)."""
+        """The bundle's model, loaded on first use (a CNN bundle without a TFLite twin, or with
+        ``engine="keras"``, imports TensorFlow here)."""
         return self.bundle.predictor(**self._predictor_kwargs)
 
     @cached_property
