@@ -107,6 +107,8 @@ def test_engine_option_keras_matches_the_default_tflite_run(cnn_bundle, labeled_
         result = cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--out", out,
                      "--no-report", "--engine", engine)
         assert result.exit_code == ExitCode.OK, result.output
+        runtime = json.loads(result.output.strip().splitlines()[-1])["model_runtime"]
+        assert runtime.startswith("TFLite" if engine == "auto" else "keras"), runtime
         scores[engine] = pd.read_csv(out).set_index("path")["p_pneumonia"].sort_index()
     np.testing.assert_allclose(scores["keras"], scores["auto"], rtol=0, atol=2e-4)  # calibrated
     result = cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--engine", "onnx")

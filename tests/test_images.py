@@ -241,3 +241,19 @@ def test_bmp_and_tiff_decode(tmp_path, rng, suffix, fmt):
     rgb_path = tmp_path / f"rgb{suffix}"
     Image.fromarray(np.dstack([gray] * 3), "RGB").save(rgb_path)
     np.testing.assert_array_equal(decode_gray(rgb_path.read_bytes()).gray, gray)
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16, 24, 32])
+def test_bit_depth_scaling_is_exact_across_row_bands(bits):
+    """Scaling works a band of rows at a time (bounded memory on huge 16-bit images); it must
+    equal the one-shot rounding v * 255 / (2**bits - 1) everywhere, extremes included."""
+    from xray_score.images import _scale_bits
+
+    rng = np.random.default_rng(bits)
+    top = (1 << bits) - 1
+    arr = rng.integers(0, top + 1, (517, 7), dtype=np.int64)  # 517: two full bands + a part
+    arr[0, :2], arr[-1, -2:] = (0, top), (top, 0)
+    want = ((arr * 255 + top // 2) // top).astype(np.uint8)
+    got = _scale_bits(arr, bits, rows=256)
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 1] == 255 and got[0, 0] == 0

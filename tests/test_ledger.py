@@ -61,11 +61,13 @@ def test_unchanged_rerun_reads_nothing_and_changed_file_is_rescored(baseline_bun
     assert first.exit_code == 0, first.output
     s1 = summary(first)
     assert (s1["scored"], s1["reused"], s1["hashed"], s1["run_id"]) == (6, 0, 6, 1)
+    assert s1["model_runtime"].startswith("LightGBM")
     before = {r["path"]: r for r in read_rows(out)}
 
     second = summary(batch(folder, baseline_bundle, out))
     assert (second["scored"], second["reused"]) == (0, 6)
     assert (second["stat_cache_hits"], second["hashed"]) == (6, 0)  # no file was read
+    assert second["model_runtime"] is None  # nothing to score: no model was loaded
     assert {r["path"]: r for r in read_rows(out)} == before  # same rows, scored in run 1
 
     save_gray(paths[2], make_xray(1, np.random.default_rng(77), size=90))  # new content

@@ -40,6 +40,12 @@ class BaselinePredictor:
     def input_size(self) -> int:
         return int(self.spec["input_size"])
 
+    @property
+    def runtime(self) -> str:
+        import lightgbm
+
+        return f"LightGBM {lightgbm.__version__}, 1 thread"
+
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
         # one thread: the cores belong to the decode workers; OpenMP spinning would steal them
         return np.asarray(self.booster.predict(np.asarray(batch, dtype=np.float32),

@@ -224,12 +224,12 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     if mode == "L":
         return np.asarray(img, dtype=np.uint8)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return _scale_bits(np.asarray(img).astype(np.uint32), 16)
+        return _scale_bits(np.asarray(img), 16)
     if mode == "I":
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 65535:
             raise ImageError(ErrorKind.UNSUPPORTED, "32-bit integer pixels outside 0..65535")
-        return _scale_bits(arr.astype(np.uint32), 16)
+        return _scale_bits(arr, 16)
     if mode == "F":
         raise ImageError(ErrorKind.UNSUPPORTED, "floating-point pixels have no defined scaling")
     if mode in ("1", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -237,10 +237,19 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     raise ImageError(ErrorKind.UNSUPPORTED, f"pixel mode {mode!r}")
 
 
-def _scale_bits(arr: np.ndarray, bits: int) -> np.ndarray:
-    """Linear scaling of unsigned ``bits``-bit values to 0..255 (rounded)."""
+def _scale_bits(arr: np.ndarray, bits: int, rows: int = 256) -> np.ndarray:
+    """Linear scaling of unsigned ``bits``-bit values to 0..255 (rounded), a band of rows at a
+    time so a 60-megapixel 16-bit image needs no full-size 32-bit temporaries."""
     top = (1 << bits) - 1
-    return ((arr * 255 + top // 2) // top).astype(np.uint8)
+    wide = np.uint32 if bits <= 24 else np.uint64  # room for top * 255
+    out = np.empty(arr.shape, np.uint8)
+    for i in range(0, arr.shape[0], rows):
+        band = arr[i:i + rows].astype(wide)
+        band *= 255
+        band += top // 2
+        band //= top
+        out[i:i + rows] = band
+    return out
 
 
 def resize_square(gray: np.ndarray, size: int) -> np.ndarray:

@@ -235,12 +235,14 @@ def run_job(bundle: Any, job: Job) -> tuple[dict[str, Any], int]:
             log.info("%d file(s) in %s (part %s): %d to score, stat cache hits %d, hashed %d",
                      len(paths), root, job.part, len(plan.todo), plan.stat_hits, plan.hashed)
             stats = RunStats()
+            runtime = None  # nothing to score: no model is loaded
             if plan.todo:
                 scorer = BatchScorer(bundle, n_jobs=job.n_jobs, timeout=job.timeout,
                                      batch_size=job.batch_size, **job.predictor_kwargs)
                 with backend_context(job.backend, job.scheduler), \
                         progress_bar(len(plan.todo)) as bar:
                     scorer.run(plan.todo, LedgerSink(ledger, run_id, plan, bar), None, stats)
+                runtime = getattr(scorer.predictor, "runtime", None)
             tally = ExportTally()
             write_atomic(job.out, columns,
                          export_rows(ledger, paths, plan, bundle.model_id, labels, tally),
@@ -248,6 +250,7 @@ def run_job(bundle: Any, job: Job) -> tuple[dict[str, Any], int]:
             code = ExitCode.SOME_FAILED if tally.failed_by_kind else ExitCode.OK
             summary.update(_summary(job, bundle.model_id, len(paths), plan, stats, tally,
                                     time.perf_counter() - started))
+            summary["model_runtime"] = runtime
         except KeyboardInterrupt:
             code = 130
             raise
