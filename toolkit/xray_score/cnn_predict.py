@@ -109,7 +109,8 @@ class CnnPredictor:
             import keras
 
             return f"keras {keras.__version__} (TensorFlow)"
-        return f"TFLite via {self.lite.runtime} with XNNPACK, {self.lite.threads} threads"
+        n = self.lite.threads
+        return f"TFLite via {self.lite.runtime} with XNNPACK, {n} thread{'s' * (n != 1)}"
 
     @property
     def fine_tuned(self) -> bool:
