@@ -130,3 +130,22 @@ def test_cli_stderr_is_free_of_native_start_up_banners(cnn_bundle, labeled_test_
         assert banner not in proc.stderr, proc.stderr
     assert "runs on TFLite via" in proc.stderr  # our own INFO log line survives
     assert json.loads(proc.stdout.strip().splitlines()[-1])["scored"] > 0
+
+
+def test_grad_cam_thumbnails_load_the_keras_network_on_demand(cnn_bundle, labeled_test_dir,
+                                                               tmp_path):
+    """Scoring runs the TFLite twin without Keras; the report's error gallery then loads the
+    Keras network for its Grad-CAM overlays (failures there only log, so check the overlays)."""
+    from xray_score.workflows import thumbnails_for
+
+    out = tmp_path / "r.csv"
+    assert cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--out", out,
+               "--no-report").exit_code == ExitCode.OK
+    df = pd.read_csv(out)
+    df["true_label"] = np.where(df["predicted_label"] == "PNEUMONIA", "NORMAL", "PNEUMONIA")
+    predictor = cnn_bundle.predictor()
+    assert predictor.engine == "tflite" and predictor._model is None  # not loaded yet
+    thumbs = thumbnails_for(df, cnn_bundle, predictor, n=3)
+    assert len(thumbs) == 3
+    assert all(t["overlay_png_bytes"].startswith(b"\x89PNG") for t in thumbs)
+    assert predictor._model is not None
