@@ -24,7 +24,10 @@ training:
   augmentation      {zoom, rotation_deg, shift, shear, flip ("horizontal"|"vertical"|
                     "horizontal_and_vertical"), brightness, contrast (fractions of 0..255),
                     fill_mode, dark_threshold (pixels below -> 0),
-                    dark_training_only (default false: applied at inference too)}
+                    dark_training_only (default false: applied at inference too),
+                    blur (largest Gaussian sigma), sharpen (largest unsharp-mask amount),
+                    jpeg_quality ([low, high] re-compression),
+                    degrade_p (probability of each; default 0.5): see xray_score.degrade}
   seed, deterministic (tf op determinism)
 input_size          S (top level of the pipeline)
 (``model`` and ``training`` are merged, so a key may sit in either section.)
@@ -36,6 +39,7 @@ import copy
 import re
 from typing import Any
 
+from .degrade import check_options
 from .errors import UsageError
 
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -49,7 +53,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "seed": 0, "deterministic": True, "head_on_embeddings": False,
 }
 AUGMENTATION_KEYS = {"zoom", "rotation_deg", "shift", "shear", "flip", "fill_mode",
-                     "brightness", "contrast", "dark_threshold", "dark_training_only"}
+                     "brightness", "contrast", "dark_threshold", "dark_training_only",
+                     "blur", "sharpen", "jpeg_quality", "degrade_p"}
 _PIPELINE_ONLY_KEYS = {"kind", "name", "description", "calibration", "threshold", "validation"}
 
 
@@ -87,3 +92,4 @@ def _validate(s: dict[str, Any]) -> None:
     if unknown:
         raise UsageError(f"unknown augmentation keys: {sorted(unknown)}")
     s["augmentation"] = dict(s["augmentation"] or {})
+    check_options(s["augmentation"])

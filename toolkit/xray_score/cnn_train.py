@@ -27,6 +27,7 @@ from .cnn import (
     set_tf_threads,
 )
 from .cnn_predict import CnnPredictor, weights_info
+from .degrade import degrade_batch, wanted
 from .errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,14 @@ class _Batches(keras.utils.PyDataset):
     """uint8 (N, S, S) in memory -> float32 (B, S, S, 1) batches, converted per batch."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                 seed: int, sample_weight: np.ndarray | None = None) -> None:
+                 seed: int, sample_weight: np.ndarray | None = None,
+                 degrade: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.x, self.y, self.w = x, np.asarray(y, np.float32), sample_weight
+        self.degrade = degrade if degrade and wanted(degrade) else None
         self.batch_size, self.shuffle = int(batch_size), shuffle
         self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = int(seed), 0
         self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
 
     def __len__(self) -> int:
@@ -48,12 +52,17 @@ class _Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int):
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        xb = self.x[idx].astype(np.float32)[..., None]
+        xb = self.x[idx]
+        if self.degrade is not None:  # seeded per batch: the same epoch order, the same draws
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            xb = degrade_batch(xb, rng, self.degrade)
+        xb = xb.astype(np.float32)[..., None]
         if self.w is None:
             return xb, self.y[idx]
         return xb, self.y[idx], self.w[idx]
 
     def on_epoch_end(self) -> None:
+        self.epoch += 1
         if self.shuffle:
             self.order = self.rng.permutation(len(self.x))
 
@@ -164,7 +173,7 @@ def fit_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
                     s["backbone"], WEIGHTS_ENV)
     model = build_network(s, resolved, augment=True)
     train = _Batches(x_train, y_train, s["batch_size"], True, s["seed"],
-                     _class_weights(y_train, s["class_weight"]))
+                     _class_weights(y_train, s["class_weight"]), degrade=s["augmentation"])
     val = None if x_val is None else _Batches(x_val, y_val, s["batch_size"], False, 0)
     skip_net = s["head"] == "lightgbm" and s["fine_tune"] == "none" \
         and s["backbone"] not in SCRATCH_BACKBONES
