@@ -58,6 +58,7 @@ from xray_score.cnn_spec import (  # noqa: E402, F401 - the spec API, re-exporte
     normalize_spec,
 )
 from xray_score.errors import UsageError  # noqa: E402
+from xray_score.lite import network_threads  # noqa: E402
 
 quiet_tensorflow()
 log = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ log = logging.getLogger(__name__)
 
 
 def set_tf_threads(n: int | None = None) -> None:
-    """Use ``n`` intra-op threads (default os.cpu_count()) and 1 inter-op thread."""
-    n = n or int(os.environ.get("XRAY_SCORE_TF_THREADS", 0)) or os.cpu_count() or 1
+    """Use ``n`` intra-op threads (default :func:`~xray_score.lite.network_threads`) and 1
+    inter-op thread."""
+    n = n or network_threads()
     if tf.config.threading.get_intra_op_parallelism_threads() == n:
         return
     try:

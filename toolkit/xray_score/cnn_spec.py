@@ -39,6 +39,7 @@ import copy
 import re
 from typing import Any
 
+from .degrade import KEYS as DEGRADE_KEYS
 from .degrade import check_options
 from .errors import UsageError
 
@@ -54,7 +55,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 AUGMENTATION_KEYS = {"zoom", "rotation_deg", "shift", "shear", "flip", "fill_mode",
                      "brightness", "contrast", "dark_threshold", "dark_training_only",
-                     "blur", "sharpen", "jpeg_quality", "degrade_p"}
+                     *DEGRADE_KEYS}
 _PIPELINE_ONLY_KEYS = {"kind", "name", "description", "calibration", "threshold", "validation"}
 
 

@@ -1,8 +1,8 @@
 """Training of the CNN path: the head phase, fine-tuning, the LightGBM head on embeddings.
 
-Phases and spec keys are described in :mod:`xray_score.cnn`. Training is seeded and, where
-TensorFlow allows (``deterministic: true``), deterministic; the per-epoch history is returned
-with the model and stored in the bundle.
+Phases are described in :mod:`xray_score.cnn`, spec keys in :mod:`xray_score.cnn_spec`.
+Training is seeded and, where TensorFlow allows (``deterministic: true``), deterministic; the
+per-epoch history is returned with the model and stored in the bundle.
 """
 
 from __future__ import annotations

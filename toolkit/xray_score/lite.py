@@ -65,12 +65,17 @@ def convert(model: Any) -> bytes:
     return bytes(blob)
 
 
+def network_threads() -> int:
+    """Threads for the network (TFLite or TensorFlow): ``XRAY_SCORE_TF_THREADS``, else all
+    cores."""
+    return int(os.environ.get("XRAY_SCORE_TF_THREADS", 0)) or os.cpu_count() or 1
+
+
 class LiteNetwork:
     """A converted network ready to run: ``run(x)`` -> {"embedding", "probability"}."""
 
     def __init__(self, content: bytes, threads: int | None = None) -> None:
-        threads = threads or int(os.environ.get("XRAY_SCORE_TF_THREADS", 0)) \
-            or os.cpu_count() or 1
+        threads = threads or network_threads()
         interpreter_cls, self.runtime = _interpreter_class()
         with warnings.catch_warnings(), native_stderr_muted():  # tf.lite's deprecation notice
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
