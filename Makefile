@@ -56,6 +56,7 @@ reports: install
 bench: install
 	$(BIN)/python benchmarks/bench_baseline.py --data $(DATA)/originals
 	$(BIN)/python benchmarks/bench_cnn.py --data $(DATA)/originals --weights $(WEIGHTS)
+	$(BIN)/python benchmarks/copy_shift.py --shared $(DATA)
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info xray-score-results
