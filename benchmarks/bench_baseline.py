@@ -3,7 +3,7 @@
 Both run in this process on the same full-resolution originals:
 - naive: ``skimage.io.imread`` + ``skimage.transform.resize`` + ``hog`` + ``local_binary_pattern``
   per image, then the booster on that one image (what the public notebooks do);
-- xray-score: :class:`xray_score.scoring.BatchScorer` (joblib workers, batched prediction,
+- xray-score: :class:`xray_score.batch.scorer.BatchScorer` (joblib workers, batched prediction,
   rows written to a CSV as they finish).
 
     python benchmarks/bench_baseline.py [--model models/baseline] [--data ../shared/data/originals]
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from timing import batch_rate  # benchmarks/timing.py, beside this script
-from xray_score.bundle import Bundle
-from xray_score.images import discover
+from xray_score.batch.scorer import BatchScorer
+from xray_score.io.discover import discover
+from xray_score.model.bundle import Bundle
 from xray_score.resources import default_model
-from xray_score.scoring import BatchScorer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
 

@@ -3,7 +3,7 @@
 Same network, same full-resolution originals, same process:
 - straightforward: ``keras.utils.load_img(path, color_mode="grayscale", target_size=...)``
   + ``model.predict`` on batches of 32 (what the public notebooks do);
-- xray-score: :class:`xray_score.scoring.BatchScorer` (joblib workers decode and resize,
+- xray-score: :class:`xray_score.batch.scorer.BatchScorer` (joblib workers decode and resize,
   the network runs batched in this process, rows are written to a CSV as they finish), with
   the bundle's default engine (its TFLite twin under XNNPACK when it has one) and, for the
   record, with ``engine="keras"`` (same pipeline, Keras ``predict_on_batch``).
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from timing import batch_rate  # benchmarks/timing.py, beside this script
-from xray_score.bundle import Bundle
-from xray_score.images import discover
+from xray_score.batch.scorer import BatchScorer
+from xray_score.io.discover import discover
+from xray_score.model.bundle import Bundle
 from xray_score.resources import default_model
-from xray_score.scoring import BatchScorer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
 

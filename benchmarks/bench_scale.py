@@ -77,8 +77,8 @@ def run_batch(args: list[str], poll: float = 0.1) -> dict:
 
 def quick_model(work: Path, per_class: int = 150) -> Path:
     """A fast baseline trained on a subset of the 224 copies (only when none is shipped)."""
-    from xray_score.spec import load_pipeline
-    from xray_score.training import train_bundle
+    from xray_score.model.spec import load_pipeline
+    from xray_score.model.training import train_bundle
 
     data = work / "train-subset"
     for cls in ("NORMAL", "PNEUMONIA"):

@@ -25,8 +25,8 @@ from joblib import Parallel, delayed
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from xray_score.bundle import Bundle
-from xray_score.images import load_canonical
+from xray_score.io.preprocess import Preprocessor
+from xray_score.model.bundle import Bundle
 from xray_score.resources import default_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -57,9 +57,10 @@ def main() -> None:
     bundle = Bundle.load(args.model or default_model("cnn"))
     size, draft = bundle.input_size, bool(bundle.meta["pipeline"].get("decode", {})
                                           .get("jpeg_draft", False))
-    originals = np.stack([c.pixels for c in Parallel(n_jobs=2)(
-        delayed(load_canonical)(o, size, jpeg_draft=draft) for o, _ in pairs)])
-    copies = np.stack([load_canonical(c, size).pixels for _, c in pairs])
+    scoring, plain = Preprocessor(size, jpeg_draft=draft), Preprocessor(size)
+    originals = np.stack([r.x for r in Parallel(n_jobs=2)(
+        delayed(scoring)(str(o)) for o, _ in pairs)])
+    copies = np.stack([plain(str(c)).x for _, c in pairs])
     predictor = bundle.predictor()
     raw = {"copies": predictor.predict_raw(copies),
            "originals": predictor.predict_raw(originals),

@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xray_score.scoring import COLUMNS, BatchScorer, CsvSink
+from xray_score.batch.scorer import COLUMNS, BatchScorer, CsvSink
 
 
 def batch_rate(scorer: BatchScorer, paths: list[Path], warm: int = 64) -> float:

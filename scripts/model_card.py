@@ -16,9 +16,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from xray_score.bundle import Bundle
-from xray_score.evaluation import evaluate_results
-from xray_score.workflows import with_patients
+from xray_score.evaluation.results import evaluate_results, load_results
+from xray_score.model.bundle import Bundle
 
 CITATION = (
     "D. S. Kermany, M. Goldbaum, W. Cai et al., *Identifying Medical Diagnoses and Treatable "
@@ -89,7 +88,7 @@ def card(bundle: Bundle, results: Path | None, command: str) -> str:
         "",
     ]
     if results is not None:
-        df = with_patients(pd.read_csv(results))
+        df = load_results(results)
         res = evaluate_results(df, threshold=thr["value"])
         parts += [
             "## Validation metrics (originals, at the operating threshold)",

@@ -134,7 +134,7 @@ def labeled_test_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_spec() -> dict:
-    from xray_score.spec import load_pipeline
+    from xray_score.model.spec import load_pipeline
 
     return load_pipeline("baseline", dict(TINY_OVERRIDES))
 
@@ -142,7 +142,7 @@ def tiny_spec() -> dict:
 @pytest.fixture(scope="session")
 def baseline_bundle(tmp_path_factory: pytest.TempPathFactory, labeled_dir: Path, tiny_spec):
     """A tiny baseline bundle trained once per session via the library (read-only for tests)."""
-    from xray_score.training import train_bundle
+    from xray_score.model.training import train_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny-baseline"
     return train_bundle("baseline", labeled_dir, out, tiny_spec, n_jobs=2)
@@ -190,3 +190,15 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def canonical(path: Path, size: int):
+    """One file through the worker-side preprocessing ``batch`` runs (decode, resize): the
+    :class:`FileResult`, or its typed :class:`ImageError` raised."""
+    from xray_score.errors import ErrorKind, ImageError
+    from xray_score.io.preprocess import Preprocessor
+
+    result = Preprocessor(size=size)(str(path))
+    if not result.ok:
+        raise ImageError(ErrorKind(result.error_kind), result.error)
+    return result

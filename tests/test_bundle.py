@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import make_xray, save_gray
-from xray_score.bundle import Bundle, file_sha256
 from xray_score.errors import BundleError, UsageError
+from xray_score.hashing import sha256_file as file_sha256
+from xray_score.model.bundle import Bundle
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xray_score.calibration import apply_calibration, choose_threshold, fit_calibration
+from xray_score.model.calibration import apply_calibration, choose_threshold, fit_calibration
 
 
 def scores(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,12 @@ keras = pytest.importorskip("keras")
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from xray_score import backbones, cnn, cnn_predict, cnn_train, gradcam  # noqa: E402
+from xray_score.deep import backbones, gradcam  # noqa: E402
+from xray_score.deep import network as cnn  # noqa: E402
+from xray_score.deep import predictor as cnn_predict  # noqa: E402
+from xray_score.deep import train as cnn_train  # noqa: E402
 from xray_score.errors import UsageError  # noqa: E402
+from xray_score.hashing import sha256_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = sorted((ROOT / "pipelines" / "seeds").glob("*.yaml")) + [ROOT / "pipelines/cnn.yaml"]
@@ -172,7 +176,7 @@ def test_head_only_storage_checks_weights(tmp_path, monkeypatch, fake_weights, o
     fitted = cnn_train.fit_cnn(x, y, None, None, mnv2_spec(), weights=fake_weights)
     meta, files = fitted.save(tmp_path / "bundle")
     assert meta["cnn"]["storage"] == "head_only" and files == ["head.keras"]
-    assert meta["backbone"]["weights_sha256"] == backbones.sha256_file(fake_weights)
+    assert meta["backbone"]["weights_sha256"] == sha256_file(fake_weights)
     assert meta["backbone"]["weights_file"] == fake_weights.name
     keras.models.load_model(tmp_path / "bundle/head.keras", safe_mode=True)
     expected = fitted.predict_raw(x)

@@ -13,13 +13,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from xray_score.bundle import Bundle
+from xray_score.batch.scorer import BatchScorer
 from xray_score.cli import main
-from xray_score.datasets import read_labeled
 from xray_score.errors import ExitCode
-from xray_score.scoring import BatchScorer
-from xray_score.training import load_arrays
-from xray_score.worker import preprocessor_for
+from xray_score.io.datasets import read_labeled
+from xray_score.model.bundle import Bundle
+from xray_score.model.training import load_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "input_size=32", "--set", "training.epochs_head=2",
@@ -44,17 +43,29 @@ def test_trained_bundle_is_full_and_safe(cnn_bundle):
     assert meta["kind"] == "cnn" and meta["cnn"]["storage"] == "full"
     assert set(meta["files"]) == {"model.keras", "model.tflite"}
     assert meta["threshold"]["policy"] == "sensitivity"
-    assert meta["cnn"]["history"]["loss"]  # training curves travel with the bundle
+    assert cnn_bundle.history["loss"]  # training curves travel with the bundle
 
 
 def test_training_and_scoring_feed_the_network_identical_inputs(cnn_bundle, labeled_dir):
-    """The arrays training used and the arrays batch scores are the same bytes per file."""
+    """What training fed the network and what batch scores are, per file, the canonical
+    image computed independently here (PIL decode to gray, INTER_AREA squash to 32 px)."""
+    import cv2
+    from PIL import Image
+
+    from xray_score.model.kinds import get_kind
+    from xray_score.model.spec import load_pipeline
+
     df = read_labeled(labeled_dir).head(6)
-    x_train, _, _ = load_arrays(df, preprocessor_for(cnn_bundle.meta["pipeline"]), n_jobs=2)
+    spec = load_pipeline(str(ROOT / "pipelines/seeds/five_block_cnn.yaml"),
+                         {"input_size": 32})
+    x_train, _, _ = load_arrays(df, get_kind("cnn").preprocessor(spec), n_jobs=2)
     scorer = BatchScorer(cnn_bundle, n_jobs=2)
     by_path = {r.path: r.x for r in scorer.iter_results(df["path"].tolist())}
     for path, x in zip(df["path"], x_train, strict=True):
-        np.testing.assert_array_equal(by_path[path], x)
+        gray = np.asarray(Image.open(path).convert("L"))
+        want = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(x, want)
+        np.testing.assert_array_equal(by_path[path], want)
 
 
 def test_batch_and_embed_with_cnn_bundle(cnn_bundle, labeled_test_dir, tmp_path):
@@ -136,7 +147,7 @@ def test_grad_cam_thumbnails_load_the_keras_network_on_demand(cnn_bundle, labele
                                                                tmp_path):
     """Scoring runs the TFLite twin without Keras; the report's error gallery then loads the
     Keras network for its Grad-CAM overlays (failures there only log, so check the overlays)."""
-    from xray_score.workflows import thumbnails_for
+    from xray_score.report.gallery import thumbnails_for
 
     out = tmp_path / "r.csv"
     assert cli("batch", labeled_test_dir, "--model", cnn_bundle.path, "--out", out,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from test_ledger import batch, ledger_count, make_folder, read_rows, summary
+from xray_score.batch.locking import RunLock, lock_path
 from xray_score.errors import ExitCode
-from xray_score.locking import RunLock, lock_path
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_concurrent_run_exits_3_and_stale_lock_is_recovered(baseline_bundle, tmp
     ledger = Path(f"{out}.ledger.sqlite")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from xray_score.locking import RunLock\nRunLock(Path(sys.argv[1])).acquire()\n"
+         "from xray_score.batch.locking import RunLock\nRunLock(Path(sys.argv[1])).acquire()\n"
          "print('locked', flush=True)\ntime.sleep(120)", str(lock_path(ledger))],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import make_xray, save_gray
-from xray_score.datasets import (
+from xray_score.errors import UsageError
+from xray_score.io.datasets import (
     exclude_patients,
     is_labeled,
     label_of_path,
@@ -17,7 +18,6 @@ from xray_score.datasets import (
     patient_split,
     read_labeled,
 )
-from xray_score.errors import UsageError
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -165,7 +165,7 @@ def test_label_of_path_through_symlinked_folder(tmp_path):
     outside = _tree(tmp_path / "elsewhere", ["IM-0009-0001.png"])
     root = _tree(tmp_path / "labeled", ["NORMAL/IM-0001-0001.png", "PNEUMONIA/person1_virus_1.png"])
     (root / "PNEUMONIA" / "linked").symlink_to(outside, target_is_directory=True)
-    from xray_score.images import discover
+    from xray_score.io.discover import discover
 
     labels = {p.name: label_of_path(p, root) for p in discover(root)}
     assert labels == {"IM-0001-0001.png": "NORMAL", "person1_virus_1.png": "PNEUMONIA",

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from xray_score.cnn_spec import normalize_spec
-from xray_score.degrade import degrade, degrade_batch
+from xray_score.deep.degrade import degrade, degrade_batch
+from xray_score.deep.spec import normalize_spec
 from xray_score.errors import UsageError
 
 
@@ -65,7 +65,7 @@ def test_bad_options_are_usage_errors(aug):
 
 def test_training_batches_degrade_and_validation_batches_do_not():
     keras = pytest.importorskip("keras")  # noqa: F841 - _Batches is a keras PyDataset
-    from xray_score.cnn_train import _Batches
+    from xray_score.deep.train import _Batches
 
     x = textured(16, size=32)
     y = np.arange(16) % 2

@@ -23,8 +23,11 @@ from pydicom.uid import (  # noqa: E402
     generate_uid,
 )
 
-from xray_score import images  # noqa: E402
+from conftest import canonical as canonical_result  # noqa: E402
 from xray_score.errors import ErrorKind, ImageError  # noqa: E402
+from xray_score.io import decode as images  # noqa: E402
+from xray_score.io.discover import sniff_format  # noqa: E402
+from xray_score.io.preprocess import FileResult  # noqa: E402
 
 SIZE = 32
 
@@ -107,10 +110,10 @@ def ramp(shape: tuple[int, int], top: int, dtype: type, seed: int = 0) -> np.nda
     return rng.integers(0, top + 1, size=shape).astype(dtype)
 
 
-def canonical(tmp_path: Path, name: str, data: bytes) -> images.Canonical:
+def canonical(tmp_path: Path, name: str, data: bytes) -> FileResult:
     path = tmp_path / name
     path.write_bytes(data)
-    return images.load_canonical(path, SIZE)
+    return canonical_result(path, SIZE)
 
 
 def gray(data: bytes, **kw: int) -> images.Decoded:
@@ -132,7 +135,7 @@ def test_8bit_dicom_matches_png(tmp_path: Path) -> None:
     a = canonical(tmp_path, "a.dcm", make_dicom(arr))
     b = canonical(tmp_path, "a.png", png_bytes(arr))
     assert a.fmt == "dicom" and b.fmt == "png"
-    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.x, b.x)
     assert (a.width, a.height) == (56, 40)
     np.testing.assert_array_equal(gray(make_dicom(arr)).gray, arr)
 
@@ -141,7 +144,7 @@ def test_16bit_dicom_without_window_matches_16bit_png(tmp_path: Path) -> None:
     arr = ramp((48, 40), 65535, np.uint16, seed=1)
     a = canonical(tmp_path, "a.dcm", make_dicom(arr))
     b = canonical(tmp_path, "a.png", png_bytes(arr))
-    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(gray(make_dicom(arr)).gray, gray(png_bytes(arr)).gray)
 
 
@@ -161,14 +164,14 @@ def test_signed_16bit_is_shifted_by_minimum(tmp_path: Path) -> None:
     signed = (arr.astype(np.int32) - 32768).astype(np.int16)
     a = canonical(tmp_path, "s.dcm", make_dicom(signed, signed=True))
     b = canonical(tmp_path, "u.png", png_bytes(arr))
-    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.x, b.x)
 
 
 def test_rgb_dicom_matches_rgb_png(tmp_path: Path) -> None:
     arr = ramp((20, 24, 3), 255, np.uint8, seed=3).reshape(20, 24, 3)
     a = canonical(tmp_path, "c.dcm", make_dicom(arr))
     b = canonical(tmp_path, "c.png", png_bytes(arr))
-    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.x, b.x)
 
 
 def test_monochrome1_is_inverted() -> None:
@@ -294,7 +297,7 @@ def test_dicom_with_tiff_preamble_is_sniffed_as_dicom() -> None:
     ds.preamble = b"II*\x00" + b"\0" * 124
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    assert images.sniff_format(buf.getvalue()[:132]) == "dicom"
+    assert sniff_format(buf.getvalue()[:132]) == "dicom"
     assert gray(buf.getvalue()).fmt == "dicom"
 
 
@@ -488,7 +491,7 @@ def test_every_bundled_file_gives_decoded_or_typed_error() -> None:
 
 def test_dicom_patient_id_drives_patient_split(tmp_path):
     """Two DICOM images of one patient (no Kermany names) never straddle the split."""
-    from xray_score.datasets import patient_split, read_labeled
+    from xray_score.io.datasets import patient_split, read_labeled
 
     rng = np.random.default_rng(0)
     for label in ("NORMAL", "PNEUMONIA"):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xray_score import evaluation as ev
+from xray_score.evaluation import bootstrap, metrics, paired, results
 
 # 4 positives, 4 negatives; at threshold 0.5: tp=3, fn=1, tn=3, fp=1.
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -16,7 +16,7 @@ P = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.4, 0.2, 0.1])
 
 
 def test_binary_metrics_hand_computed() -> None:
-    m = ev.binary_metrics(Y, P, 0.5)
+    m = metrics.binary_metrics(Y, P, 0.5)
     assert (m["tp"], m["fn"], m["tn"], m["fp"]) == (3, 1, 3, 1)
     assert (m["n"], m["n_pos"], m["n_neg"]) == (8, 4, 4)
     for key in ("accuracy", "sensitivity", "specificity", "precision", "npv", "f1"):
@@ -31,21 +31,21 @@ def test_binary_metrics_hand_computed() -> None:
 
 def test_labels_by_name_are_accepted() -> None:
     names = np.where(Y == 1, "PNEUMONIA", "normal")
-    assert ev.binary_metrics(names, P, 0.5)["tp"] == 3
+    assert metrics.binary_metrics(names, P, 0.5)["tp"] == 3
     with pytest.raises(ValueError, match="unknown labels"):
-        ev.to_binary(["PNEUMONIA", "cat"])
+        metrics.to_binary(["PNEUMONIA", "cat"])
 
 
 def test_ece_hand_computed() -> None:
     # bin [0.2,0.3): p=0.25 twice, one positive -> |0.5-0.25| ; bin [0.9,1]: p=0.95 and 1.0, both
     # positive -> |1 - 0.975|; weights 2/4 each.
     y, p = [1, 0, 1, 1], [0.25, 0.25, 0.95, 1.0]
-    assert ev.expected_calibration_error(y, p) == pytest.approx(0.5 * 0.25 + 0.5 * 0.025)
+    assert metrics.expected_calibration_error(y, p) == pytest.approx(0.5 * 0.25 + 0.5 * 0.025)
 
 
 def test_confusion_layout() -> None:
-    assert ev.confusion(Y, P, 0.5).tolist() == [[3, 1], [1, 3]]
-    assert ev.confusion([], [], 0.5).tolist() == [[0, 0], [0, 0]]
+    assert metrics.confusion(Y, P, 0.5).tolist() == [[3, 1], [1, 3]]
+    assert metrics.confusion([], [], 0.5).tolist() == [[0, 0], [0, 0]]
 
 
 @pytest.mark.parametrize(
@@ -54,30 +54,30 @@ def test_confusion_layout() -> None:
     ids=["empty", "all-positive", "all-negative"],
 )
 def test_degenerate_inputs_give_nan_not_errors(y: list, p: list) -> None:
-    m = ev.binary_metrics(y, p, 0.5)
+    m = metrics.binary_metrics(y, p, 0.5)
     assert math.isnan(m["roc_auc"]) and math.isnan(m["pr_auc"])
-    ci = ev.bootstrap_ci(y, p, 0.5, n_boot=20)
+    ci = bootstrap.bootstrap_ci(y, p, 0.5, n_boot=20)
     assert all(math.isnan(v) for v in ci["roc_auc"])
-    assert math.isnan(ev.delong_test(y, p, p)["p_value"])
-    assert len(ev.threshold_table(y, p)) == 19
+    assert math.isnan(paired.delong_test(y, p, p)["p_value"])
+    assert len(metrics.threshold_table(y, p)) == 19
 
 
 def test_one_class_keeps_defined_metrics() -> None:
-    m = ev.binary_metrics([1, 1, 1, 1], [0.2, 0.6, 0.7, 0.9], 0.5)
+    m = metrics.binary_metrics([1, 1, 1, 1], [0.2, 0.6, 0.7, 0.9], 0.5)
     assert m["sensitivity"] == pytest.approx(0.75)
     assert math.isnan(m["specificity"])
     assert m["precision"] == 1.0
 
 
 def test_majority_class_reference() -> None:
-    ref = ev.majority_class_reference(["PNEUMONIA"] * 3 + ["NORMAL"])
+    ref = metrics.majority_class_reference(["PNEUMONIA"] * 3 + ["NORMAL"])
     assert ref["majority_label"] == "PNEUMONIA"
     assert ref["accuracy"] == 0.75 and ref["sensitivity"] == 1.0 and ref["specificity"] == 0.0
     assert ref["roc_auc"] == 0.5
 
 
 def test_threshold_table_monotone() -> None:
-    tab = ev.threshold_table(Y, P, [0.05, 0.5, 0.95])
+    tab = metrics.threshold_table(Y, P, [0.05, 0.5, 0.95])
     assert tab["threshold"].tolist() == [0.05, 0.5, 0.95]
     assert tab["sensitivity"].is_monotonic_decreasing
     assert tab["specificity"].is_monotonic_increasing
@@ -94,11 +94,11 @@ def _noisy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_bootstrap_ci_contains_estimate_and_is_reproducible() -> None:
     y, p, _ = _noisy(200, 1)
-    ci = ev.bootstrap_ci(y, p, 0.5, n_boot=200, seed=3)
-    m = ev.binary_metrics(y, p, 0.5)
-    for key in ev.CI_METRICS:
+    ci = bootstrap.bootstrap_ci(y, p, 0.5, n_boot=200, seed=3)
+    m = metrics.binary_metrics(y, p, 0.5)
+    for key in metrics.CI_METRICS:
         assert ci[key][0] <= m[key] <= ci[key][1], key
-    assert ci == ev.bootstrap_ci(y, p, 0.5, n_boot=200, seed=3)
+    assert ci == bootstrap.bootstrap_ci(y, p, 0.5, n_boot=200, seed=3)
 
 
 def test_bootstrap_by_patient_is_wider_for_clustered_data() -> None:
@@ -106,8 +106,8 @@ def test_bootstrap_by_patient_is_wider_for_clustered_data() -> None:
     y, p, _ = _noisy(40, 2)
     y, p = np.repeat(y, 10), np.repeat(p, 10)
     groups = np.repeat(np.arange(40), 10)
-    by_image = ev.bootstrap_ci(y, p, 0.5, n_boot=300)["roc_auc"]
-    by_patient = ev.bootstrap_ci(y, p, 0.5, groups=groups, n_boot=300)["roc_auc"]
+    by_image = bootstrap.bootstrap_ci(y, p, 0.5, n_boot=300)["roc_auc"]
+    by_patient = bootstrap.bootstrap_ci(y, p, 0.5, groups=groups, n_boot=300)["roc_auc"]
     assert by_patient[1] - by_patient[0] > 1.5 * (by_image[1] - by_image[0])
 
 
@@ -130,7 +130,7 @@ def _delong_slow(y: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> tuple[float, 
 
 def test_delong_matches_direct_computation() -> None:
     y, p1, p2 = _noisy(120, 4)
-    fast = ev.delong_test(y, p1, p2)
+    fast = paired.delong_test(y, p1, p2)
     a1, a2, se = _delong_slow(y, p1, p2)
     assert fast["auc1"] == pytest.approx(a1) and fast["auc2"] == pytest.approx(a2)
     assert fast["se"] == pytest.approx(se)
@@ -140,11 +140,11 @@ def test_delong_matches_direct_computation() -> None:
 
 
 def test_delong_known_auc_and_identical_models() -> None:
-    out = ev.delong_test(Y, P, P)
+    out = paired.delong_test(Y, P, P)
     assert out["auc1"] == pytest.approx(14 / 16) == out["auc2"]
     assert (out["diff"], out["z"], out["p_value"]) == (0.0, 0.0, 1.0)
     perfect = np.where(Y == 1, 0.9, 0.1)
-    assert ev.delong_test(Y, perfect, P)["auc1"] == 1.0
+    assert paired.delong_test(Y, perfect, P)["auc1"] == 1.0
 
 
 def test_mcnemar_exact_small_counts() -> None:
@@ -152,7 +152,7 @@ def test_mcnemar_exact_small_counts() -> None:
     truth = np.ones(10, dtype=int)
     pred1 = np.array([1, 1] + [0] * 8)
     pred2 = np.array([0, 0] + [1] * 8)
-    out = ev.mcnemar_test(truth, pred1, pred2)
+    out = paired.mcnemar_test(truth, pred1, pred2)
     assert (out["b"], out["c"], out["exact"]) == (2, 8, True)
     assert out["p_value"] == pytest.approx(112 / 1024)
 
@@ -162,11 +162,11 @@ def test_mcnemar_chi_square_textbook() -> None:
     b, c = 121, 59
     truth = np.ones(b + c, dtype=int)
     pred1 = np.r_[np.ones(b), np.zeros(c)].astype(int)
-    out = ev.mcnemar_test(truth, pred1, 1 - pred1)
+    out = paired.mcnemar_test(truth, pred1, 1 - pred1)
     assert out["exact"] is False
     assert out["statistic"] == pytest.approx(61**2 / 180)
     assert out["p_value"] == pytest.approx(math.erfc(math.sqrt(61**2 / 180 / 2)))  # chi2, 1 df
-    assert ev.mcnemar_test(truth, pred1, pred1)["p_value"] == 1.0
+    assert paired.mcnemar_test(truth, pred1, pred1)["p_value"] == 1.0
 
 
 def _rows(status: list[str], labels: list[str | None]) -> pd.DataFrame:
@@ -186,7 +186,7 @@ def _rows(status: list[str], labels: list[str | None]) -> pd.DataFrame:
 
 def test_evaluate_results_drops_errors_and_uses_row_threshold() -> None:
     df = _rows(["ok"] * 6 + ["error"], ["NORMAL"] * 3 + ["PNEUMONIA"] * 3 + ["PNEUMONIA"])
-    res = ev.evaluate_results(df, n_boot=50)
+    res = results.evaluate_results(df, n_boot=50)
     assert res["threshold"] == 0.4 and res["labeled"]
     assert (res["n_rows"], res["n_scored"], res["n_errors"]) == (7, 6, 1)
     assert res["errors_by_kind"] == {"truncated": 1}
@@ -201,7 +201,7 @@ def test_evaluate_results_drops_errors_and_uses_row_threshold() -> None:
     ids=["all-errors", "unlabeled", "empty"],
 )
 def test_evaluate_results_degenerate(status: list[str], labels: list) -> None:
-    res = ev.evaluate_results(_rows(status, labels), n_boot=10)
+    res = results.evaluate_results(_rows(status, labels), n_boot=10)
     assert not res["labeled"]
     assert res["n_errors"] == status.count("error")
 
@@ -218,11 +218,11 @@ def test_compare_models_pairs_and_conclusion() -> None:
         }
     )
     models = [{"model_id": k, "threshold": 0.5} for k in "abc"]
-    res = ev.compare_models(df, models, n_boot=30)
+    res = paired.compare_models(df, models, n_boot=30)
     assert len(res["pairs"]) == 3
     ac = next(pr for pr in res["pairs"] if (pr["model1"], pr["model2"]) == ("a", "c"))
     assert ac["agreement"] == 1.0 and ac["delong"]["p_value"] == 1.0
     assert "is not statistically significant at 0.05" in ac["auc_conclusion"]
-    assert ev.significance_sentence("x", 0.01) == (
+    assert paired.significance_sentence("x", 0.01) == (
         "The x is statistically significant at 0.05 (p = 0.01)."
     )

@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from conftest import make_xray
-from xray_score.features import HogLbpFeatures
-from xray_score.images import resize_square
+from xray_score.classical.features import HogLbpFeatures
+from xray_score.io.decode import resize_square
 
 
 def images(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

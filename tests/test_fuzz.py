@@ -25,9 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from xray_score import images
+from conftest import canonical
 from xray_score.errors import ErrorKind, ImageError
-from xray_score.worker import FileResult, Preprocessor
+from xray_score.io import decode as images
+from xray_score.io.discover import discover, sniff_format
+from xray_score.io.preprocess import FileResult, Preprocessor
 
 FUZZ = settings(
     max_examples=150,
@@ -279,7 +281,7 @@ def test_decompression_bomb_is_too_large_quickly(fmt: str, size: tuple[int, int]
     if fmt == "dicom" and max(w, h) > 65535:  # Rows/Columns are US
         w, h = 65535, 65535
     data = BOMBS[fmt](w, h)
-    assert images.sniff_format(data[:132]) == fmt
+    assert sniff_format(data[:132]) == fmt
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     try:
@@ -313,7 +315,7 @@ def test_symlink_loops_terminate(tmp_path: Path) -> None:
     (root / "ping.png").symlink_to(root / "pong.png")
     (root / "pong.png").symlink_to(root / "ping.png")
     with alarm(10):
-        found = images.discover(root)
+        found = discover(root)
     names = sorted(p.name for p in found)
     assert names.count("x.png") == 1 and "y.jpg" in names
     for path in (root / "self.png", root / "ping.png"):
@@ -336,7 +338,7 @@ def test_unreadable_permissions(tmp_path: Path) -> None:
         if os.access(path, os.R_OK):
             pytest.skip("running as root: chmod 000 does not stop reads")
         with pytest.raises(ImageError) as err:
-            images.load_canonical(path, 32)
+            canonical(path, 32)
         assert err.value.kind == ErrorKind.UNREADABLE
         assert preprocess_outcome_allowing_unreadable(path).error_kind == "unreadable"
     finally:

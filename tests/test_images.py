@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_xray, save_gray
+from conftest import canonical, make_xray, save_gray
+from xray_score.classical.features import HogLbpFeatures
 from xray_score.errors import ErrorKind, ImageError
-from xray_score.features import HogLbpFeatures
-from xray_score.images import decode_gray, discover, load_canonical, read_bytes, resize_square
+from xray_score.io.decode import decode_gray, read_bytes, resize_square
+from xray_score.io.discover import discover
 
 
 def jpeg_bytes(gray: np.ndarray, quality: int = 90) -> bytes:
@@ -33,7 +34,7 @@ def png_bytes(img: Image.Image) -> bytes:
 
 def load_error(path: Path, size: int = 64) -> ErrorKind:
     with pytest.raises(ImageError) as info:
-        load_canonical(path, size)
+        canonical(path, size)
     return info.value.kind
 
 
@@ -62,8 +63,8 @@ def test_discover_sniffs_content_not_extension(tmp_path, rng):
     (tmp_path / "noext").write_bytes(png_bytes(Image.fromarray(make_xray(0, rng, size=64))))
     found = sorted(p.name for p in discover(tmp_path))
     assert found == ["fake.jpeg", "noext", "scan.txt"]
-    assert load_canonical(tmp_path / "scan.txt", 32).fmt == "jpeg"
-    assert load_canonical(tmp_path / "noext", 32).fmt == "png"
+    assert canonical(tmp_path / "scan.txt", 32).fmt == "jpeg"
+    assert canonical(tmp_path / "noext", 32).fmt == "png"
     assert load_error(tmp_path / "fake.jpeg") is ErrorKind.NOT_IMAGE
 
 
@@ -134,10 +135,10 @@ def test_resize_square_is_cv2_inter_area(rng):
     np.testing.assert_array_equal(resize_square(same, 64), same)
 
 
-def test_load_canonical_reports_metadata(tmp_path, rng):
+def test_canonical_preprocessing_reports_metadata(tmp_path, rng):
     path = save_gray(tmp_path / "x.png", make_xray(0, rng, size=(120, 90)))
-    c = load_canonical(path, 32)
-    assert c.pixels.shape == (32, 32) and c.pixels.dtype == np.uint8
+    c = canonical(path, 32)
+    assert c.x.shape == (32, 32) and c.x.dtype == np.uint8
     assert (c.width, c.height, c.fmt) == (90, 120, "png")
     import hashlib
 
@@ -149,10 +150,10 @@ def test_jpeg_and_png_of_same_pixels_give_identical_features(tmp_path, rng):
     jpg.write_bytes(jpeg_bytes(make_xray(1, rng, size=(210, 180))))
     decoded = decode_gray(jpg.read_bytes()).gray
     png = save_gray(tmp_path / "a.png", decoded)
-    a, b = load_canonical(jpg, 64), load_canonical(png, 64)
-    np.testing.assert_array_equal(a.pixels, b.pixels)
+    a, b = canonical(jpg, 64), canonical(png, 64)
+    np.testing.assert_array_equal(a.x, b.x)
     feats = HogLbpFeatures(image_size=64).fit(None)
-    np.testing.assert_array_equal(feats.transform_one(a.pixels), feats.transform_one(b.pixels))
+    np.testing.assert_array_equal(feats.transform_one(a.x), feats.transform_one(b.x))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -181,7 +182,7 @@ def test_decompression_bomb_refused_before_decoding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_load, raising=False)
     with pytest.raises(ImageError) as info:
-        load_canonical(path, 64)
+        canonical(path, 64)
     assert info.value.kind is ErrorKind.TOO_LARGE
     assert "100000x100000" in info.value.message
 
@@ -247,7 +248,7 @@ def test_bmp_and_tiff_decode(tmp_path, rng, suffix, fmt):
 def test_bit_depth_scaling_is_exact_across_row_bands(bits):
     """Scaling works a band of rows at a time (bounded memory on huge 16-bit images); it must
     equal the one-shot rounding v * 255 / (2**bits - 1) everywhere, extremes included."""
-    from xray_score.images import _scale_bits
+    from xray_score.io.decode import scale_bits as _scale_bits
 
     rng = np.random.default_rng(bits)
     top = (1 << bits) - 1

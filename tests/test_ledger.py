@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import make_xray, read_rows, save_gray, summary
 from xray_score.cli import main
 from xray_score.errors import ExitCode
-from xray_score.export import write_atomic
+from xray_score.io.atomic import write_atomic
 
 
 def cli(*args: object):
@@ -183,7 +183,7 @@ def test_config_file_with_command_line_override(baseline_bundle, tmp_path):
 def test_shipped_nightly_config_parses():
     import yaml
 
-    from xray_score.cli import _BATCH_CONFIG_KEYS
+    from xray_score.commands.batch import CONFIG_KEYS as _BATCH_CONFIG_KEYS
 
     path = Path(__file__).resolve().parents[1] / "pipelines" / "nightly.yaml"
     data = yaml.safe_load(path.read_text())

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xray_score.bundle import Bundle
-from xray_score.images import discover
-from xray_score.scoring import BatchScorer
+from xray_score.batch.scorer import BatchScorer
+from xray_score.io.discover import discover
+from xray_score.model.bundle import Bundle
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-0.1.0"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())

@@ -11,9 +11,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from xray_score import cnn_predict, cnn_train, lite  # noqa: E402
-from xray_score.bundle import Bundle, new_staging, write_bundle  # noqa: E402
+from xray_score.deep import lite  # noqa: E402
+from xray_score.deep import predictor as cnn_predict  # noqa: E402
+from xray_score.deep import train as cnn_train  # noqa: E402
 from xray_score.errors import BundleError, UsageError  # noqa: E402
+from xray_score.model.bundle import Bundle, new_staging, write_bundle  # noqa: E402
 
 S = 32
 SPEC = {"backbone": "five_block_cnn", "input_size": S, "epochs_head": 1, "batch_size": 16,
@@ -128,7 +130,7 @@ def test_scoring_with_the_twin_never_imports_tensorflow(fitted_and_saved, tmp_pa
     code = f"""
 import json, sys
 import numpy as np
-from xray_score.cnn_predict import CnnPredictor
+from xray_score.deep.predictor import CnnPredictor  # noqa: E402
 meta = json.loads(open({str(tmp_path / "meta.json")!r}).read())
 pred = CnnPredictor.load({str(d)!r}, meta)
 x = np.random.default_rng(0).integers(0, 256, (5, {S}, {S})).astype(np.uint8)

@@ -67,7 +67,7 @@ def test_installed_package_finds_shipped_model_outside_checkout(wheel, tmp_path,
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["scored"] == 3
     default = ROOT / "models" / ("cnn" if (ROOT / "models" / "cnn").is_dir() else "baseline")
-    from xray_score.bundle import Bundle
+    from xray_score.model.bundle import Bundle
 
     assert summary["model_id"] == Bundle.load(default).model_id  # the shipped default model
     located = subprocess.run(

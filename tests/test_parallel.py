@@ -9,9 +9,9 @@ import pytest
 
 import hostile
 from conftest import make_xray, save_gray
+from xray_score.batch.parallel import TaskFailure, resilient_map
+from xray_score.batch.scorer import COLUMNS, BatchScorer, CsvSink
 from xray_score.errors import ErrorKind
-from xray_score.parallel import TaskFailure, resilient_map
-from xray_score.scoring import COLUMNS, BatchScorer, CsvSink
 
 pytestmark = pytest.mark.slow
 

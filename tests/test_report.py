@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from xray_score import report
+from xray_score.report import figures, pages, render
 
 EVIL = "<script>alert(1)</script>"
 BUNDLE_META = {
@@ -114,7 +114,7 @@ def write_all_kinds(out_dir: Path, n_boot: int = 50) -> dict[str, Path]:
     """One report of each kind (shared with the browser test)."""
     labeled = make_results()
     return {
-        "evaluation": report.write_evaluation_report(
+        "evaluation": pages.write_evaluation_report(
             labeled,
             out_dir / "evaluation.html",
             bundle_meta=BUNDLE_META,
@@ -122,14 +122,14 @@ def write_all_kinds(out_dir: Path, n_boot: int = 50) -> dict[str, Path]:
             thumbnails=make_thumbnails(labeled),
             n_boot=n_boot,
         ),
-        "run_summary": report.write_run_summary(
+        "run_summary": pages.write_run_summary(
             make_results(labeled=False),
             out_dir / "run_summary.html",
             bundle_meta=BUNDLE_META,
             run_meta=RUN_META,
             n_boot=n_boot,
         ),
-        "compare": report.write_compare_report(
+        "compare": pages.write_compare_report(
             make_wide(k=3),
             out_dir / "compare.html",
             models=MODELS,
@@ -156,7 +156,7 @@ def test_all_report_kinds_are_self_contained_and_escaped(tmp_path: Path) -> None
 
 def test_evaluation_report_content(tmp_path: Path) -> None:
     df = make_results()
-    out = report.write_evaluation_report(
+    out = pages.write_evaluation_report(
         df,
         tmp_path / "sub" / "r.html",
         bundle_meta=BUNDLE_META,
@@ -183,7 +183,7 @@ def test_evaluation_report_content(tmp_path: Path) -> None:
 @pytest.mark.parametrize("classes", ["pos", "neg"])
 def test_one_class_only(tmp_path: Path, classes: str) -> None:
     df = make_results(classes=classes)
-    html = report.write_evaluation_report(
+    html = pages.write_evaluation_report(
         df, tmp_path / "r.html", bundle_meta=BUNDLE_META, run_meta=RUN_META, n_boot=20
     ).read_text()
     assert "All labeled images belong to one class" in html
@@ -192,13 +192,13 @@ def test_one_class_only(tmp_path: Path, classes: str) -> None:
 
 def test_all_errors(tmp_path: Path) -> None:
     df = make_results(n=5, n_errors=5)
-    html = report.write_run_summary(
+    html = pages.write_run_summary(
         df, tmp_path / "r.html", bundle_meta={}, run_meta={}
     ).read_text()
     assert "No file could be scored" in html and "5 of 5 files failed" in html
     wide = make_wide(n=4)
     wide["p_bbb"] = np.nan
-    html = report.write_compare_report(
+    html = pages.write_compare_report(
         wide, tmp_path / "c.html", models=MODELS[:2], run_meta={}
     ).read_text()
     assert "No image was scored by every model" in html
@@ -206,7 +206,7 @@ def test_all_errors(tmp_path: Path) -> None:
 
 def test_unlabeled_run_summary(tmp_path: Path) -> None:
     df = make_results(labeled=False, n_errors=0)
-    html = report.write_run_summary(
+    html = pages.write_run_summary(
         df, tmp_path / "r.html", bundle_meta=BUNDLE_META, run_meta=RUN_META
     ).read_text()
     assert "carry no true labels" in html and "Score distribution" in html
@@ -216,7 +216,7 @@ def test_unlabeled_run_summary(tmp_path: Path) -> None:
 
 
 def test_labeled_run_summary_evaluates(tmp_path: Path) -> None:
-    html = report.write_run_summary(
+    html = pages.write_run_summary(
         make_results(), tmp_path / "r.html", bundle_meta=BUNDLE_META, run_meta=RUN_META, n_boot=20
     ).read_text()
     assert "Run summary and evaluation" in html and "ROC curve" in html
@@ -226,18 +226,18 @@ def test_lightgbm_eval_history(tmp_path: Path) -> None:
     meta = BUNDLE_META | {
         "history": {"eval": {"valid_0": {"auc": [0.7, 0.8], "binary_logloss": [0.6, 0.5]}}}
     }
-    fig = report.history_figure(meta["history"])
+    fig = figures.history_figure(meta["history"])
     assert fig is not None and fig["uri"].startswith("data:image/png;base64,")
-    assert report.history_figure({}) is None
+    assert figures.history_figure({}) is None
 
 
 def test_compare_labeled_and_unlabeled(tmp_path: Path) -> None:
-    html = report.write_compare_report(
+    html = pages.write_compare_report(
         make_wide(k=3), tmp_path / "c.html", models=MODELS, run_meta=RUN_META, n_boot=20
     ).read_text()
     assert html.count("statistically significant at 0.05") == 6  # 3 pairs x (DeLong, McNemar)
     assert "majority class" in html and "not adjusted for multiple comparisons" in html
-    html = report.write_compare_report(
+    html = pages.write_compare_report(
         make_wide(labeled=False), tmp_path / "u.html", models=MODELS[:2], run_meta=RUN_META
     ).read_text()
     assert "Spearman" in html and "DeLong p" not in html
@@ -245,6 +245,6 @@ def test_compare_labeled_and_unlabeled(tmp_path: Path) -> None:
 
 
 def test_formatting_helpers() -> None:
-    assert report.fmt_num(float("nan")) == "—" and report.fmt_num(1234) == "1,234"
-    assert report.fmt_ci((0.81234, 0.9)) == "0.812–0.900"
-    assert report.fmt_p(1e-5) == "< 0.001" and report.fmt_pct(0.5) == "50.0%"
+    assert render.fmt_num(float("nan")) == "—" and render.fmt_num(1234) == "1,234"
+    assert render.fmt_ci((0.81234, 0.9)) == "0.812–0.900"
+    assert render.fmt_p(1e-5) == "< 0.001" and render.fmt_pct(0.5) == "50.0%"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from test_report import make_results, write_all_kinds
-from xray_score import evaluation as ev
-from xray_score import report
+from xray_score.evaluation import results
+from xray_score.report import render
 
 pytestmark = pytest.mark.browser
 
@@ -44,14 +44,14 @@ def browser() -> Iterator[object]:
 def _expected_texts(kind: str) -> list[str]:
     """Numbers the page must show, recomputed from the same data."""
     if kind == "evaluation":
-        res = ev.evaluate_results(make_results(), 0.4, n_boot=1)
+        res = results.evaluate_results(make_results(), 0.4, n_boot=1)
         return [
-            report.fmt_num(res["at_threshold"]["roc_auc"]),
-            report.fmt_pct(res["at_threshold"]["sensitivity"]),
+            render.fmt_num(res["at_threshold"]["roc_auc"]),
+            render.fmt_pct(res["at_threshold"]["sensitivity"]),
         ]
     if kind == "run_summary":
-        scores = ev.evaluate_results(make_results(labeled=False))["scores"]
-        return [report.fmt_pct(scores["frac_above"]), "carry no true labels"]
+        scores = results.evaluate_results(make_results(labeled=False))["scores"]
+        return [render.fmt_pct(scores["frac_above"]), "carry no true labels"]
     return ["DeLong p", "statistically significant at 0.05"]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_ledger import batch, make_folder, read_rows, summary
+from xray_score.batch.plan import select_part, shard_of
 from xray_score.errors import ExitCode
-from xray_score.incremental import select_part, shard_of
 
 
 def test_shard_assignment_is_a_stable_partition(tmp_path):

@@ -32,6 +32,10 @@ class UsageError(Exception):
     """Bad options or configuration (exit code 2)."""
 
 
+class MissingPathError(UsageError, FileNotFoundError):
+    """A folder or file named on the command line does not exist (exit code 2)."""
+
+
 class BundleError(UsageError):
     """A model bundle that is missing, tampered with, or of an unknown format."""
 

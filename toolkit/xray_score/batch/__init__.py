@@ -1,0 +1,1 @@
+"""Scoring folders: resilient worker pools, the batch scorer, the results ledger, nightly jobs."""

@@ -1,0 +1,224 @@
+"""The batch runner: load a model once, stream files through workers, write each row as it lands.
+
+Workers (joblib, see :mod:`xray_score.batch.parallel`) decode and preprocess; the main process owns
+the model, predicts in batches and hands rows to a sink batch by batch (a CSV here, the results
+ledger for ``batch``, see :mod:`xray_score.batch.job`). The model and the workers' preprocessing
+are built on first use, so a run with nothing to score never loads them (nor TensorFlow).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..errors import ErrorKind
+from ..io.text import display_path
+
+if TYPE_CHECKING:
+    from ..io.preprocess import FileResult
+    from ..model.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["path", "sha256", "model_id", "p_pneumonia", "predicted_label", "threshold",
+           "status", "error_kind", "error", "width", "height", "ms"]
+LABEL_COLUMN = "true_label"
+DICOM_COLUMNS = ["patient_id", "study_instance_uid", "sop_instance_uid", "note"]
+_DICOM_KEYS = {"patient_id": "PatientID", "study_instance_uid": "StudyInstanceUID",
+               "sop_instance_uid": "SOPInstanceUID", "note": "note"}
+
+
+class RowSink(Protocol):
+    """Where :meth:`BatchScorer.run` puts each batch of rows (durable when ``write`` returns)."""
+
+    def write(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class CsvSink:
+    """Append-only CSV of result rows; each :meth:`write` is flushed and fsynced."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str], append: bool = False):
+        self.path = Path(path)
+        self.columns = columns
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        exists = append and self.path.is_file() and self.path.stat().st_size > 0
+        self._fh = open(  # noqa: SIM115 - closed by close()/__exit__
+            self.path, "a" if exists else "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
+        if not exists:
+            self._writer.writeheader()
+            self._sync()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._writer.writerows(rows)
+            self._sync()
+
+    def _sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> CsvSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class RunStats:
+    """What a run did, for logs, summaries and the exit code."""
+
+    n_files: int = 0
+    n_ok: int = 0
+    n_error: int = 0
+    n_skipped: int = 0
+    errors_by_kind: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.n_ok + self.n_error) / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"files": self.n_files, "scored": self.n_ok, "errors": self.n_error,
+                "skipped": self.n_skipped, "errors_by_kind": dict(self.errors_by_kind),
+                "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 2)}
+
+
+class BatchScorer:
+    """Scores files with one bundle: preprocessing in workers, batched prediction here."""
+
+    def __init__(self, bundle: Bundle, n_jobs: int = 2, timeout: float | None = 60.0,
+                 batch_size: int = 64, predictor: Any = None, **predictor_kwargs: Any):
+        self.bundle = bundle
+        if predictor is not None:
+            self.predictor = predictor
+        self._predictor_kwargs = predictor_kwargs
+        self.n_jobs = n_jobs
+        self.timeout = timeout
+        self.batch_size = batch_size
+
+    @cached_property
+    def predictor(self) -> Any:
+        """The bundle's model, loaded on first use (a CNN bundle without a TFLite twin, or with
+        ``engine="keras"``, imports TensorFlow here)."""
+        return self.bundle.predictor(**self._predictor_kwargs)
+
+    @cached_property
+    def preprocessor(self) -> Any:
+        """The picklable worker-side preprocessing (built on first use)."""
+        return self.bundle.preprocessor()
+
+    def iter_results(self, paths: Iterable[str | os.PathLike], preprocessor: Any = None
+                     ) -> Iterator[FileResult]:
+        """Preprocessed files in completion order; hangs and crashes become error results.
+
+        ``preprocessor`` replaces the bundle's own (``compare`` passes a MultiPreprocessor).
+        """
+        from ..io.preprocess import FileResult
+        from .parallel import TaskFailure, resilient_map
+
+        for _, path, outcome in resilient_map(preprocessor or self.preprocessor,
+                                              [str(p) for p in paths],
+                                              n_jobs=self.n_jobs, timeout=self.timeout):
+            if isinstance(outcome, TaskFailure):
+                outcome = FileResult(path=path, error_kind=outcome.kind.value,
+                                     error=outcome.message)
+            yield outcome
+
+    def iter_batches(self, paths: Iterable[str | os.PathLike], preprocessor: Any = None
+                     ) -> Iterator[list[FileResult]]:
+        """Groups of results: failed files alone at once, good ones in model-sized batches."""
+        pending: list[FileResult] = []
+        for result in self.iter_results(paths, preprocessor):
+            if not result.ok:
+                yield [result]
+                continue
+            pending.append(result)
+            if len(pending) >= self.batch_size:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    def predict(self, batch: list[FileResult], preprocessor: Any = None) -> np.ndarray:
+        """Calibrated probabilities for a batch of good results (NaN where the model failed)."""
+        x = (preprocessor or self.preprocessor).stack([r.x for r in batch])
+        try:
+            raw = self.predictor.predict_raw(x)
+        except Exception as exc:  # noqa: BLE001 - isolate the input the model chokes on
+            if len(batch) == 1:
+                batch[0].error_kind, batch[0].error = ErrorKind.MODEL_ERROR.value, str(exc)
+                return np.array([np.nan])
+            return np.concatenate([self.predict([r], preprocessor) for r in batch])
+        return self.bundle.operating_point.probability(raw)
+
+    def rows(self, batch: list[FileResult], labels: dict[str, str] | None = None
+             ) -> list[dict[str, Any]]:
+        """Result rows (the CSV/ledger schema, values as text) for one batch."""
+        probs = self.predict(batch) if batch[0].ok else np.array([np.nan])
+        op = self.bundle.operating_point
+        threshold = op.threshold
+        out = []
+        for result, p in zip(batch, probs, strict=True):
+            row = {
+                "path": display_path(result.path),
+                "sha256": result.sha256 or "",
+                "model_id": self.bundle.model_id,
+                "width": result.width if result.width is not None else "",
+                "height": result.height if result.height is not None else "",
+                "ms": round(result.ms, 2),
+            }
+            if result.ok and np.isfinite(p):
+                row.update(p_pneumonia=f"{p:.6f}", threshold=f"{threshold:.6f}", status="ok",
+                           predicted_label=op.label(p),
+                           error_kind="", error="")
+            else:
+                row.update(p_pneumonia="", threshold="", predicted_label="", status="error",
+                           error_kind=result.error_kind or ErrorKind.MODEL_ERROR.value,
+                           error=result.error or "")
+            if labels is not None:
+                row[LABEL_COLUMN] = labels.get(result.path, "")
+            for column, key in _DICOM_KEYS.items():
+                value = result.extra.get(key)
+                row[column] = "" if value is None else str(value)
+            out.append(row)
+        return out
+
+    def run(self, paths: list[str | os.PathLike], sink: RowSink,
+            labels: dict[str, str] | None = None, stats: RunStats | None = None) -> RunStats:
+        """Score ``paths`` into ``sink``; returns counts. Rows land batch by batch."""
+        stats = stats or RunStats()
+        stats.n_files += len(paths)
+        start = time.perf_counter()
+        last_log = start
+        for batch in self.iter_batches(paths):
+            rows = self.rows(batch, labels)
+            sink.write(rows)
+            for row in rows:
+                if row["status"] == "ok":
+                    stats.n_ok += 1
+                else:
+                    stats.n_error += 1
+                    stats.errors_by_kind[row["error_kind"]] += 1
+            if time.perf_counter() - last_log > 10:
+                last_log = time.perf_counter()
+                log.info("%d/%d files done", stats.n_ok + stats.n_error, len(paths))
+        stats.seconds += time.perf_counter() - start
+        return stats
+

@@ -1,0 +1,1 @@
+"""The classical path: HOG/LBP features (scikit-image) and a LightGBM classifier."""

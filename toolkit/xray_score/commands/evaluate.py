@@ -1,0 +1,97 @@
+"""``xray-score evaluate``: score a labeled folder and write an HTML evaluation report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from ..batch.scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, CsvSink, RunStats
+from ..errors import ExitCode
+from ..io.datasets import folder_labels
+from ..io.discover import discover, has_dicom
+from .common import (
+    DEFAULT_RESULTS_DIR,
+    cnn_runtime_options,
+    command_line,
+    default_out,
+    echo_summary,
+    handle_errors,
+    report_meta,
+    resolve_model,
+    run_meta,
+    runtime_options,
+)
+
+log = logging.getLogger(__name__)
+
+
+def score_folder(bundle: Any, folder: Path, csv_path: Path, n_jobs: int,
+                 **predictor_kwargs: Any) -> tuple[pd.DataFrame, BatchScorer, RunStats]:
+    """Score a folder into ``csv_path`` exactly like ``batch``; return the rows as a frame."""
+    from ..evaluation.results import results_frame
+
+    paths = [str(p) for p in discover(folder)]
+    labels = folder_labels(folder, paths)
+    columns = COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
+    columns += DICOM_COLUMNS if has_dicom(paths) else []
+    scorer = BatchScorer(bundle, n_jobs=n_jobs, **predictor_kwargs)
+    rows: list[dict[str, Any]] = []
+
+    class _Keep:
+        def write(self, batch: list[dict[str, Any]]) -> None:
+            sink.write(batch)
+            rows.extend(batch)
+
+    with CsvSink(csv_path, columns) as sink:
+        stats = scorer.run(paths, _Keep(), labels)
+    return results_frame(rows, columns), scorer, stats
+
+
+def evaluate_folder(bundle: Any, folder: Path, out_html: Path, csv_path: Path,
+                    n_jobs: int = 2, thumbnails: bool = True, command: str = "",
+                    **predictor_kwargs: Any) -> tuple[Path, RunStats]:
+    from ..report import write_evaluation_report
+    from ..report.gallery import thumbnails_for
+
+    started = time.time()
+    df, scorer, stats = score_folder(bundle, folder, csv_path, n_jobs, **predictor_kwargs)
+    if LABEL_COLUMN not in df:
+        log.warning("%s is not a labeled folder: the report has no accuracy figures", folder)
+    thumbs = (thumbnails_for(df, bundle, scorer.predictor)
+              if thumbnails and LABEL_COLUMN in df else None)
+    path = write_evaluation_report(df, out_html, bundle_meta=report_meta(bundle),
+                                   run_meta=run_meta(command, started, [bundle],
+                                                     results=str(csv_path)),
+                                   thumbnails=thumbs)
+    return path, stats
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "-m", help="Model bundle (default: the shipped CNN, else baseline).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Report HTML "
+              f"(default: ./{DEFAULT_RESULTS_DIR}/evaluate-<folder>-<model_id>-<time>.html).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False),
+              help="Per-image results CSV (default: beside the report).")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+@click.option("--no-thumbnails", is_flag=True, help="Leave the image gallery out of the report.")
+@cnn_runtime_options
+@handle_errors
+def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | None, jobs: int,
+             no_thumbnails: bool, weights: str | None, engine: str) -> int:
+    """Score a labeled FOLDER and write an HTML evaluation report with CIs."""
+    bundle = resolve_model(model)
+    out_path = Path(out) if out else default_out(Path(folder), bundle.model_id,
+                                                 "evaluate-").with_suffix(".html")
+    csv_path = Path(csv_out) if csv_out else out_path.with_suffix(".csv")
+    report, stats = evaluate_folder(bundle, Path(folder), out_path, csv_path, jobs,
+                                    thumbnails=not no_thumbnails, command=command_line(),
+                                    **runtime_options(weights, engine))
+    echo_summary({"report": str(report), "results": str(csv_path),
+                  "model_id": bundle.model_id, **stats.as_dict()})
+    return ExitCode.SOME_FAILED if stats.n_error else ExitCode.OK

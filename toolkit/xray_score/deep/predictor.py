@@ -1,0 +1,299 @@
+"""A trained CNN: prediction and embeddings on canonical images, bundle storage and loading.
+
+``predict_raw``/``embed`` run either the Keras network or, when the bundle carries one, its
+TFLite twin (:mod:`xray_score.deep.lite`): ``engine="auto"`` picks TFLite when present. Which one
+runs is ``CnnPredictor.engine``; training fits calibration and threshold on the engine the
+bundle will be scored with.
+
+Importing this module does not import TensorFlow, and neither does scoring a bundle with a
+TFLite twin: the Keras network is loaded on first use of ``CnnPredictor.model`` (Grad-CAM,
+``engine="keras"``, training). That saves about 8 s and 0.8 GB per scoring process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BundleError, UsageError
+from .lite import ENGINES
+from .spec import normalize_spec
+from .weights import weights_for_load
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+_CHUNK = 32
+TFLITE_FILE = "model.tflite"
+
+
+class CnnPredictor:
+    """A trained CNN: ``predict_raw``/``embed`` on uint8 (N, S, S) batches, save/load.
+
+    ``predict_raw`` returns uncalibrated probabilities (network sigmoid or LightGBM). With
+    ``lite`` (a :class:`~xray_score.deep.lite.LiteNetwork` of the same network) both run on TFLite;
+    ``model`` (Keras) stays available for Grad-CAM and training: given, or built on first use
+    by ``model_loader``.
+    """
+
+    def __init__(self, model: keras.Model | None, spec: dict[str, Any], booster: Any = None,
+                 history: dict | None = None, weights_info: dict | None = None,
+                 lite: Any = None, model_loader: Callable[[], keras.Model] | None = None,
+                 embedding_dim: int | None = None) -> None:
+        if model is None and model_loader is None:
+            raise UsageError("CnnPredictor needs a Keras model or a way to load one")
+        self._model = model
+        self._model_loader = model_loader
+        self._embedding_dim = embedding_dim
+        self.lite = lite
+        self.spec = spec
+        self.booster = booster
+        self.history = history or {}
+        self.weights_info = weights_info
+        self.input_size = int(spec["input_size"])
+        self._embedder: keras.Model | None = None
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras network (loaded now if this predictor started without it)."""
+        if self._model is None:
+            assert self._model_loader is not None
+            self._model = self._model_loader()
+        return self._model
+
+    @property
+    def embedding_dim(self) -> int:
+        if self._embedding_dim is None:
+            self._embedding_dim = int(self.model.get_layer("embedding").output.shape[-1])
+        return self._embedding_dim
+
+    @property
+    def head(self) -> str:
+        return self.spec["head"]
+
+    @property
+    def engine(self) -> str:
+        """The runtime of ``predict_raw``/``embed``: "tflite" or "keras"."""
+        return "keras" if self.lite is None else "tflite"
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network, for logs and reports (library and threads)."""
+        if self.lite is None:
+            import keras
+
+            return f"keras {keras.__version__} (TensorFlow)"
+        n = self.lite.threads
+        return f"TFLite via {self.lite.runtime} with XNNPACK, {n} thread{'s' * (n != 1)}"
+
+    @property
+    def fine_tuned(self) -> bool:
+        from .backbones import SCRATCH_BACKBONES
+
+        return self.spec["backbone"] in SCRATCH_BACKBONES or (
+            self.spec["fine_tune"] != "none" and self.spec["epochs_fine_tune"] > 0)
+
+    def _batches(self, batch: np.ndarray):
+        batch = np.asarray(batch)
+        if batch.ndim == 4 and batch.shape[-1] == 1:
+            batch = batch[..., 0]
+        if batch.ndim != 3 or batch.shape[1:] != (self.input_size, self.input_size):
+            raise UsageError(f"expected (N, {self.input_size}, {self.input_size}) images, "
+                             f"got {batch.shape}")
+        for i in range(0, len(batch), _CHUNK):
+            chunk = batch[i:i + _CHUNK].astype(np.float32)[..., None]
+            n = len(chunk)
+            if n < _CHUNK and len(batch) > _CHUNK:  # one traced shape for every chunk
+                chunk = np.concatenate([chunk, np.zeros((_CHUNK - n, *chunk.shape[1:]),
+                                                        np.float32)])
+            yield chunk, n
+
+    def _run(self, batch: np.ndarray, output: str) -> list[np.ndarray]:
+        """One network output ("embedding" | "probability") per chunk of ``batch``."""
+        if self.lite is not None:
+            return [self.lite.run(xb)[output][:n] for xb, n in self._batches(batch)]
+        if output == "probability":
+            network = self.model
+        else:
+            import keras
+
+            if self._embedder is None:
+                self._embedder = keras.Model(self.model.inputs,
+                                             self.model.get_layer("embedding").output)
+            network = self._embedder
+        return [np.asarray(network.predict_on_batch(xb))[:n] for xb, n in self._batches(batch)]
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embedding (N, D): the backbone's global-average-pooled features."""
+        parts = self._run(batch, "embedding")
+        return (np.concatenate(parts) if parts
+                else np.zeros((0, self.embedding_dim), np.float32))
+
+    def predict_raw(self, batch: np.ndarray) -> np.ndarray:
+        """(N,) probability of PNEUMONIA before calibration."""
+        if self.head == "lightgbm":
+            emb = self.embed(batch)
+            return np.asarray(self.booster.predict(emb), float) if len(emb) else np.zeros(0)
+        parts = [p.reshape(-1) for p in self._run(batch, "probability")]
+        return np.concatenate(parts).astype(float) if parts else np.zeros(0)
+
+    def heatmap(self, pixels: np.ndarray) -> np.ndarray | None:
+        """Grad-CAM evidence for PNEUMONIA over one canonical image (logistic heads only)."""
+        if self.head != "logistic":
+            return None
+        from .gradcam import grad_cam
+
+        return grad_cam(self.model, pixels)
+
+    # -- storage
+
+    def inference_model(self) -> keras.Model:
+        """The trained network without augmentation layers (what is stored in bundles)."""
+        from .network import build_network
+
+        if not any(layer.name.startswith("aug_") for layer in self.model.layers):
+            return self.model
+        clean = build_network(self.spec, None, augment=False)
+        for layer in clean.layers:
+            if layer.weights:
+                layer.set_weights(self.model.get_layer(layer.name).get_weights())
+        return clean
+
+    def _top_model(self) -> keras.Model:
+        from .network import keras, optional_layer
+
+        inp = keras.Input((self.embedding_dim,), name="embedding_in")
+        x = inp
+        for name in ("hidden", "dropout", "head"):
+            src = optional_layer(self.model, name)
+            if src is None:
+                continue
+            layer = src.__class__.from_config(src.get_config())
+            x = layer(x)
+            layer.set_weights(src.get_weights())
+        return keras.Model(inp, x, name="head_top")
+
+    def save(self, directory: str | Path) -> tuple[dict[str, Any], list[str]]:
+        """Write model files into ``directory``; return (extra bundle.json keys, file names)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        head_only = not self.fine_tuned and self.weights_info is not None
+        files: list[str] = []
+        lite_meta = None
+        if not head_only:
+            network = self.inference_model()
+            network.save(d / "model.keras")
+            files.append("model.keras")
+            if self.spec.get("tflite", True):
+                lite_meta = self._save_tflite(network, d / TFLITE_FILE)
+                files.append(TFLITE_FILE)
+        elif self.head == "logistic":
+            self._top_model().save(d / "head.keras")
+            files.append("head.keras")
+        if self.head == "lightgbm":
+            self.booster.save_model(str(d / "lightgbm.txt"))
+            files.append("lightgbm.txt")
+        wi = self.weights_info or {}
+        meta = {
+            "history": _json_safe(self.history),
+            "backbone": {"name": self.spec["backbone"], "alpha": self.spec["alpha"],
+                         "weights_file": wi.get("file"), "weights_sha256": wi.get("sha256"),
+                         "fine_tuned": self.fine_tuned, "stored_in_bundle": not head_only},
+            "cnn": {"storage": "head_only" if head_only else "full", "head": self.head,
+                    "input_size": self.input_size, "spec": _json_safe(self.spec),
+                    "embedding_dim": self.embedding_dim, "tflite": lite_meta},
+        }
+        return meta, files
+
+    def _save_tflite(self, network: keras.Model, path: Path) -> dict[str, Any]:
+        """Convert, check against Keras, write; from now on this predictor runs the TFLite
+        network (as a loaded bundle will), so validation scores come from the same runtime."""
+        from .lite import TOLERANCE, LiteNetwork, convert, max_difference
+
+        blob = convert(network)
+        lite = LiteNetwork(blob)
+        diff = max_difference(network, lite, self.input_size)
+        if not diff <= TOLERANCE:
+            raise BundleError(f"the TFLite network differs from Keras by {diff:.3g} "
+                              f"(> {TOLERANCE}); set 'tflite: false' in the pipeline's model")
+        path.write_bytes(blob)
+        self.lite = lite
+        return {"file": path.name, "max_abs_diff_vs_keras": diff, "runtime": lite.runtime}
+
+    @classmethod
+    def load(cls, directory: str | Path, meta: dict[str, Any],
+             weights: str | Path | None = None, engine: str = "auto") -> CnnPredictor:
+        """Rebuild from ``save`` output; head-only bundles need the referenced weights file.
+
+        ``engine``: "auto" runs the bundle's TFLite network when it has one, else Keras;
+        "keras" always Keras; "tflite" the stored network, or one converted now (slow start).
+        """
+        if engine not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        d = Path(directory)
+        try:
+            cm, bm = meta["cnn"], meta["backbone"]
+            spec = normalize_spec(cm["spec"])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"bundle.json lacks cnn/backbone keys: {exc}") from exc
+        booster = None
+        if cm["head"] == "lightgbm":
+            import lightgbm as lgb
+
+            booster = lgb.Booster(model_file=str(d / "lightgbm.txt"))
+        info = {"file": bm.get("weights_file"), "sha256": bm.get("weights_sha256")}
+        common = {"history": meta.get("history") or cm.get("history"),
+                  "weights_info": info if info["sha256"] else None}
+        stored = cm.get("tflite")
+        if engine != "keras" and stored and cm["storage"] == "full":  # no TensorFlow needed
+            from .lite import LiteNetwork
+
+            pred = cls(None, spec, booster, **common,
+                       lite=LiteNetwork((d / stored["file"]).read_bytes()),
+                       model_loader=lambda: _load_keras(d, cm, bm, spec, weights),
+                       embedding_dim=cm.get("embedding_dim"))
+        else:
+            model = _load_keras(d, cm, bm, spec, weights)
+            lite = None
+            if engine == "tflite":
+                from .lite import LiteNetwork, convert
+
+                log.info("bundle has no TFLite network; converting the Keras one now")
+                lite = LiteNetwork(convert(model))
+            pred = cls(model, spec, booster, **common, lite=lite)
+        log.info("CNN %s runs on %s", spec["backbone"], pred.runtime)
+        return pred
+
+
+def _load_keras(d: Path, cm: dict[str, Any], bm: dict[str, Any], spec: dict[str, Any],
+                weights: str | Path | None) -> keras.Model:
+    """The bundle's Keras network (imports TensorFlow); head-only bundles need the weights."""
+    from .network import build_network, keras, set_tf_threads
+
+    set_tf_threads()
+    if cm["storage"] == "full":
+        return keras.models.load_model(d / "model.keras", safe_mode=True, compile=False)
+    model = build_network(spec, weights_for_load(bm, weights), augment=False)
+    if cm["head"] == "logistic":
+        top = keras.models.load_model(d / "head.keras", safe_mode=True, compile=False)
+        for layer in top.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

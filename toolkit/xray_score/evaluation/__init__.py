@@ -1,0 +1,1 @@
+"""Metrics with bootstrap intervals, paired model tests, and evaluation of result tables."""

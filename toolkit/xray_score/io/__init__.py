@@ -1,0 +1,1 @@
+"""Input and output: finding files, canonical decoding, labeled folders, atomic result files."""

@@ -1,0 +1,114 @@
+"""What runs inside the workers: file -> canonical pixels -> model input, or an error.
+
+This module and everything it imports stay free of TensorFlow, so workers start fast and
+stay small.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ErrorKind, ImageError
+from ..hashing import sha256_bytes
+from .decode import MAX_PIXELS, Decoded, decode_gray, read_bytes, resize_square
+
+
+@dataclass
+class FileResult:
+    """One file's preprocessing outcome, sent back to the main process (small)."""
+
+    path: str
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fmt: str | None = None
+    x: np.ndarray | None = None  # model input: feature vector or canonical image
+    error_kind: str | None = None
+    error: str | None = None
+    ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Picklable per-file preprocessing: canonical decode/resize, then an optional transform.
+
+    ``transform`` is any picklable object with ``transform_one(pixels) -> array`` (the
+    HOG/LBP extractor for the baseline; None for networks, which take the pixels). Each model
+    kind builds its own from a pipeline spec (:mod:`xray_score.model.kinds`).
+    """
+
+    size: int
+    transform: Any = None
+    jpeg_draft: bool = False
+    max_pixels: int = MAX_PIXELS
+
+    def __call__(self, path: str) -> FileResult:
+        return run_guarded(path, lambda data: self.from_bytes(data, {}))
+
+    @property
+    def decode_key(self) -> tuple[int | None, int]:
+        """Files decode identically for preprocessors with equal keys (compare decodes once)."""
+        return (self.size if self.jpeg_draft else None, self.max_pixels)
+
+    def stack(self, xs: list[np.ndarray]) -> np.ndarray:
+        """The model's batch input from several files' ``x`` (what ``predict_raw`` takes)."""
+        return np.stack(xs)
+
+    def from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, np.ndarray]:
+        """Decode (reusing ``cache`` by :attr:`decode_key`), resize, transform."""
+        key = self.decode_key
+        if key not in cache:
+            cache[key] = decode_gray(data, max_pixels=self.max_pixels, draft_size=key[0])
+        decoded = cache[key]
+        pixels = resize_square(decoded.gray, self.size)
+        x = pixels if self.transform is None else self.transform.transform_one(pixels)
+        return decoded, x
+
+
+@dataclass(frozen=True)
+class MultiPreprocessor:
+    """Several models' preprocessing from one read and one decode per file (``compare``)."""
+
+    parts: tuple[Preprocessor, ...]
+
+    def __call__(self, path: str) -> FileResult:
+        def work(data: bytes) -> tuple[Decoded, tuple[np.ndarray, ...]]:
+            cache: dict = {}
+            outs = [part.from_bytes(data, cache) for part in self.parts]
+            return outs[0][0], tuple(x for _, x in outs)
+
+        return run_guarded(path, work)
+
+    def stack(self, xs: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        """One batch per part, from files' tuples of inputs."""
+        return tuple(part.stack([x[i] for x in xs]) for i, part in enumerate(self.parts))
+
+
+def run_guarded(path: str, work: Any) -> FileResult:
+    """Read ``path`` and apply ``work(bytes) -> (Decoded, x)``; any failure is this file's."""
+    start = time.perf_counter()
+    result = FileResult(path=str(path))
+    try:
+        data = read_bytes(path)
+        result.sha256 = sha256_bytes(data)
+        decoded, result.x = work(data)
+        result.width, result.height, result.fmt = decoded.width, decoded.height, decoded.fmt
+        result.extra = dict(getattr(decoded, "extra", None) or {})
+    except ImageError as exc:
+        result.error_kind, result.error = exc.kind.value, exc.message
+    except MemoryError:
+        result.error_kind, result.error = ErrorKind.TOO_LARGE.value, "out of memory decoding"
+    except Exception as exc:  # noqa: BLE001 - any other failure stays this file's
+        result.error_kind = ErrorKind.UNREADABLE.value
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.ms = (time.perf_counter() - start) * 1000
+    return result

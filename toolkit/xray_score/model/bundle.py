@@ -1,0 +1,187 @@
+"""Model bundles: a directory with ``bundle.json`` and model files, verified before use.
+
+Nothing in a bundle is ever unpickled: models are LightGBM text files and ``.keras`` archives
+(loaded with ``safe_mode=True``); every file's sha256 is in ``bundle.json`` and is checked
+before any model code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import BundleError
+from ..hashing import sha256_bytes, sha256_file
+from .decision import OperatingPoint
+from .kinds import get_kind, kind_names
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "xray-score-bundle"
+FORMAT_VERSION = 1
+_PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav", ".npy", ".npz", ".pt", ".pth"}
+_DOC_FILES = {"MODEL_CARD.md", "README.md"}
+
+
+def library_versions() -> dict[str, str]:
+    names = ["numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "lightgbm",
+             "tensorflow-cpu", "tensorflow", "keras", "pandas", "joblib"]
+    found = {"python": sys.version.split()[0], "xray-score": __version__}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    meta: dict[str, Any]
+    model_id: str
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.meta["input_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"]["value"])
+
+    @property
+    def calibration(self) -> dict:
+        return self.meta.get("calibration") or {"method": "none"}
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.path.name
+
+    @cached_property
+    def operating_point(self) -> OperatingPoint:
+        """Calibration and threshold: raw model output -> probability -> label."""
+        return OperatingPoint(self.calibration, self.threshold)
+
+    @property
+    def history(self) -> dict[str, Any]:
+        """Training curves (older CNN bundles kept them under ``cnn.history``)."""
+        return self.meta.get("history") or (self.meta.get("cnn") or {}).get("history") or {}
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Bundle:
+        """Read and verify a bundle; raise :class:`BundleError` on anything suspicious."""
+        path = Path(path)
+        manifest = path / "bundle.json"
+        if not manifest.is_file():
+            raise BundleError(f"{path} is not a model bundle (no bundle.json)")
+        raw = manifest.read_bytes()
+        try:
+            meta = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{manifest}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{manifest}: unknown bundle format {meta.get('format')!r}"
+                              if isinstance(meta, dict) else f"{manifest}: not a bundle")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{manifest}: bundle format version {meta.get('format_version')!r}"
+                              f" is not supported (this xray-score reads {FORMAT_VERSION})")
+        if meta.get("kind") not in kind_names():
+            raise BundleError(f"{manifest}: unknown model kind {meta.get('kind')!r}")
+        _verify_files(path, meta.get("files") or {})
+        return cls(path=path, meta=meta, model_id=sha256_bytes(raw)[:12])
+
+    def preprocessor(self) -> Any:
+        """The worker-side preprocessing this bundle's model was trained with (TF-free)."""
+        return get_kind(self.kind).bundle_preprocessor(self)
+
+    def predictor(self, weights: str | None = None, engine: str = "auto") -> Any:
+        """The model behind this bundle (:class:`xray_score.model.kinds.Predictor`)."""
+        return get_kind(self.kind).load(self, weights=weights, engine=engine)
+
+
+def _verify_files(path: Path, files: dict[str, str]) -> None:
+    if not files:
+        raise BundleError(f"{path}: bundle.json lists no model files")
+    for name, digest in files.items():
+        target = (path / name).resolve()
+        if Path(name).is_absolute() or path.resolve() not in target.parents:
+            raise BundleError(f"{path}: file entry {name!r} points outside the bundle")
+        if not target.is_file():
+            raise BundleError(f"{path}: missing file {name}")
+        if Path(name).suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(target):
+            raise BundleError(f"{path}: {name} is a pickle; bundles never load pickles")
+        actual = sha256_file(target)
+        if actual != digest:
+            raise BundleError(f"{path}: {name} has been modified (sha256 {actual[:12]}..., "
+                              f"bundle.json says {str(digest)[:12]}...)")
+    for extra in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = extra.relative_to(path).as_posix()
+        if rel in files or rel == "bundle.json":
+            continue
+        if extra.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(extra):
+            raise BundleError(f"{path}: unexpected pickle {rel}; bundles never load pickles")
+        if rel not in _DOC_FILES:
+            log.warning("%s: ignoring unlisted file %s", path, rel)
+
+
+def _looks_pickled(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 1 <= head[1] <= 5
+
+
+def write_bundle(out_dir: str | os.PathLike, meta: dict[str, Any], files: list[str],
+                 staging: Path) -> Bundle:
+    """Finish a bundle staged in ``staging`` (which holds ``files``) and move it to ``out_dir``.
+
+    Fills in format fields, library versions, creation time and checksums, then renames the
+    staging folder into place, so a half-written bundle never appears at ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    full = {
+        "format": BUNDLE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        **meta,
+        "library_versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {name: sha256_file(staging / name) for name in sorted(files)},
+    }
+    (staging / "bundle.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=".old-", dir=out_dir.parent))
+        out_dir.rename(old / "bundle")
+        shutil.move(str(staging), str(out_dir))
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(out_dir))
+    return Bundle.load(out_dir)
+
+
+def new_staging(out_dir: str | os.PathLike) -> Path:
+    """A temporary folder beside ``out_dir`` to build a bundle in."""
+    parent = Path(out_dir).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}-staging-", dir=parent))
+    staging.chmod(0o755)  # a bundle is meant to be shared: not mkdtemp's private 0700
+    return staging

@@ -1,0 +1,127 @@
+"""Model kinds: what every kind of model provides (in code, as protocols) and the one registry.
+
+A kind turns a pipeline spec into worker-side preprocessing, trains on the arrays that
+preprocessing gives, and loads a trained model back from a bundle. Everything else (batch,
+evaluate, compare, train, the ledger, reports) is written against these protocols, so a new
+kind is one module that calls :func:`register_kind`; built-in kinds are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import BundleError
+
+if TYPE_CHECKING:
+    from ..io.preprocess import FileResult
+    from .bundle import Bundle
+
+# kind name -> module that registers it when imported (kept lazy: TensorFlow stays unloaded)
+BUILTIN_KINDS = {"baseline": "xray_score.classical.kind", "cnn": "xray_score.deep.kind"}
+_REGISTRY: dict[str, ModelKind] = {}
+
+
+class Preprocessor(Protocol):
+    """Picklable, TensorFlow-free: one file path -> a :class:`FileResult` (runs in workers)."""
+
+    def __call__(self, path: str) -> FileResult: ...
+
+    def stack(self, xs: list[Any]) -> Any:
+        """The batch input ``predict_raw`` takes, from several files' ``FileResult.x``."""
+
+
+class Predictor(Protocol):
+    """A loaded model (main process): uncalibrated probability of PNEUMONIA per input.
+
+    Calibration and the operating threshold belong to the bundle, not the predictor
+    (:class:`xray_score.model.decision.OperatingPoint`). An input's score must not depend on
+    the other inputs of its batch.
+    """
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model, for logs and summaries (library, threads)."""
+
+    def predict_raw(self, batch: Any) -> np.ndarray:
+        """(N,) float probabilities in 0..1 for a batch from ``Preprocessor.stack``."""
+
+
+class TrainedModel(Predictor, Protocol):
+    """A freshly fitted model: it can write its files into a bundle folder."""
+
+    history: dict[str, Any]
+
+    def save(self, folder: Path) -> tuple[dict[str, Any], list[str]]:
+        """Write model files into ``folder``; return (extra bundle.json keys, file names)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Predictors that expose a feature vector per input (``xray-score embed``)."""
+
+    def embed(self, batch: Any) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """Predictors that can draw a heatmap of evidence over a canonical image (reports)."""
+
+    def heatmap(self, pixels: np.ndarray) -> np.ndarray | None: ...
+
+
+class ModelKind(Protocol):
+    """One kind of model (``baseline``, ``cnn``, ...)."""
+
+    name: str
+
+    def check_spec(self, spec: dict[str, Any]) -> None:
+        """Raise UsageError for keys of the kind's own pipeline sections it does not know."""
+
+    def preprocessor(self, spec: dict[str, Any]) -> Preprocessor:
+        """The worker-side preprocessing a pipeline spec describes."""
+
+    def bundle_preprocessor(self, bundle: Bundle) -> Preprocessor:
+        """The preprocessing a trained bundle's model was fitted on."""
+
+    def fit(self, x_train: Any, y_train: np.ndarray, x_val: Any, y_val: np.ndarray,
+            spec: dict[str, Any], **options: Any) -> TrainedModel:
+        """Train on preprocessed arrays (``options``: e.g. the CNN's ``weights``)."""
+
+    def load(self, bundle: Bundle, weights: str | None = None,
+             engine: str = "auto") -> Predictor:
+        """The model of a verified bundle (kinds ignore options that do not apply to them)."""
+
+
+class KindBase:
+    """Defaults shared by the built-in kinds (a kind may override any of them)."""
+
+    name = ""
+
+    def check_spec(self, spec: dict[str, Any]) -> None:
+        return None
+
+    def bundle_preprocessor(self, bundle: Bundle) -> Preprocessor:
+        return self.preprocessor(bundle.meta["pipeline"])  # type: ignore[attr-defined]
+
+
+def register_kind(kind: ModelKind) -> ModelKind:
+    """Make ``kind`` usable in pipelines and bundles (``kind: <name>``)."""
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def kind_names() -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*BUILTIN_KINDS, *_REGISTRY]))
+
+
+def get_kind(name: str) -> ModelKind:
+    """The registered kind called ``name`` (BundleError when there is none)."""
+    if name not in _REGISTRY and name in BUILTIN_KINDS:
+        importlib.import_module(BUILTIN_KINDS[name])
+    if name not in _REGISTRY:
+        raise BundleError(f"unknown model kind {name!r} (known: {', '.join(kind_names())})")
+    return _REGISTRY[name]

@@ -1,0 +1,9 @@
+"""Self-contained HTML reports: Jinja2 templates (autoescaped) and inline matplotlib figures.
+
+Every figure is embedded as a base64 PNG data URI and the CSS is inline, so a report is one file
+that opens offline and references no network asset.
+"""
+
+from .pages import write_compare_report, write_evaluation_report, write_run_summary
+
+__all__ = ["write_compare_report", "write_evaluation_report", "write_run_summary"]

@@ -1,0 +1,294 @@
+"""The three reports: evaluation, batch run summary, model comparison (context + render)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.metrics import has_both_classes
+from ..evaluation.paired import compare_models
+from ..evaluation.results import (
+    evaluate_results,
+    label_mask,
+    labeled_rows,
+    result_threshold,
+    scored_rows,
+)
+from ..labels import LABEL_TO_INT, to_binary
+from ..model.decision import label_for
+from . import figures as fg
+from .figures import png_uri
+from .render import render
+
+MAX_TABLE_ROWS = 200
+BUNDLE_META_SKIP = {"history", "files", "pipeline", "calibration", "format"}
+
+METRIC_INFO = {
+    "roc_auc": ("ROC AUC", "Ranking quality over all thresholds (0.5 = chance, 1 = perfect)."),
+    "pr_auc": ("PR AUC", "Average precision: PPV averaged over sensitivity levels."),
+    "sensitivity": ("Sensitivity", "Share of pneumonia images that are flagged."),
+    "specificity": ("Specificity", "Share of normal images that are not flagged."),
+    "precision": ("PPV (precision)", "Share of flagged images that truly show pneumonia."),
+    "npv": ("NPV", "Share of unflagged images that are truly normal."),
+    "accuracy": ("Accuracy", "Share of images classified correctly."),
+    "f1": ("F1", "Harmonic mean of PPV and sensitivity."),
+    "brier": ("Brier score", "Mean squared error of the probabilities (lower is better)."),
+    "ece": ("ECE", "Expected calibration error, 10 equal-width bins (lower is better)."),
+}
+THRESHOLD_FREE = {"roc_auc", "pr_auc", "brier", "ece"}
+
+
+def _flatten_meta(
+    meta: Mapping[str, Any], skip: Iterable[str] = (), prefix: str = ""
+) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, val in meta.items():
+        if key in skip:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(val, Mapping):
+            rows += _flatten_meta(val, (), f"{name}.")
+        elif isinstance(val, float):
+            rows.append((name, f"{val:.6g}"))
+        elif isinstance(val, list | tuple):
+            rows.append((name, ", ".join(map(str, val))[:300]))
+        else:
+            rows.append((name, str(val)[:300]))
+    return rows
+
+
+def _bundle_threshold(bundle_meta: Mapping[str, Any]) -> float | None:
+    t = bundle_meta.get("threshold")
+    if isinstance(t, Mapping):
+        t = t.get("value")
+    return None if t is None else float(t)
+
+
+def _error_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    if "status" not in df:
+        return []
+    errs = df[df["status"].astype(str).eq("error")].head(MAX_TABLE_ROWS)
+    return [
+        {"path": r.get("path", ""), "kind": r.get("error_kind", ""), "error": r.get("error", "")}
+        for r in errs.to_dict("records")
+    ]
+
+
+def _metric_rows(res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": key,
+            "name": name,
+            "help": help_,
+            "free": key in THRESHOLD_FREE,
+            "t": res["at_threshold"][key],
+            "t_ci": res["ci_threshold"][key],
+            "half": res["at_0.5"][key],
+            "half_ci": res["ci_0.5"][key],
+            "majority": res["majority"][key],
+        }
+        for key, (name, help_) in METRIC_INFO.items()
+    ]
+
+
+def _gallery(thumbnails: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    items = []
+    for t in thumbnails or []:
+        overlay = t.get("overlay_png_bytes")
+        items.append(
+            {
+                "path": str(t.get("path", "")),
+                "name": Path(str(t.get("path", ""))).name,
+                "p": t.get("p"),
+                "true_label": t.get("true_label"),
+                "predicted_label": t.get("predicted_label"),
+                "uri": png_uri(t["png_bytes"]) if t.get("png_bytes") else None,
+                "overlay_uri": png_uri(overlay) if overlay else None,
+            }
+        )
+    return items
+
+
+def _labeled_figures(y: np.ndarray, p: np.ndarray, t: float) -> list[dict[str, str]]:
+    points = [(t, f"bundle threshold {t:.3f}")] + ([(0.5, "threshold 0.5")] if t != 0.5 else [])
+    return [
+        fg.roc_figure([{"label": "model", "y": y, "p": p, "points": points}]),
+        fg.pr_figure(y, p),
+        fg.calibration_figure(y, p),
+        fg.score_histogram_figure(p, y, t),
+    ]
+
+
+def _model_ids(df: pd.DataFrame, bundle_meta: Mapping[str, Any]) -> str:
+    ids = sorted(df["model_id"].dropna().astype(str).unique()) if "model_id" in df else []
+    return ", ".join(ids) or str(bundle_meta.get("model_id", "—"))
+
+
+def write_evaluation_report(
+    df: pd.DataFrame,
+    out_html: str | os.PathLike[str],
+    *,
+    bundle_meta: Mapping[str, Any],
+    run_meta: Mapping[str, Any],
+    thumbnails: list[dict[str, Any]] | None = None,
+    title: str | None = None,
+    n_boot: int = 1000,
+) -> Path:
+    """One-file HTML report for result rows; the unlabeled variant when there is no true label."""
+    t = result_threshold(df, _bundle_threshold(bundle_meta) or 0.5)
+    res = evaluate_results(df, t, n_boot=n_boot)
+    ok = scored_rows(df)
+    ctx: dict[str, Any] = {
+        "title": title or ("Evaluation report" if res["labeled"] else "Run summary"),
+        "res": res,
+        "threshold": t,
+        "model_ids": _model_ids(df, bundle_meta),
+        "kind": bundle_meta.get("kind", "—"),
+        "errors": _error_rows(df),
+        "gallery": _gallery(thumbnails),
+        "bundle_rows": _flatten_meta(bundle_meta, BUNDLE_META_SKIP),
+        "run_rows": _flatten_meta(run_meta),
+        "history_fig": fg.history_figure(bundle_meta.get("history") or {}),
+        "figures": [],
+    }
+    if res["labeled"]:
+        lab = labeled_rows(df)
+        y = to_binary(lab["true_label"].astype(str).str.strip())
+        p = lab["p_pneumonia"].to_numpy(float)
+        counts = {n: int((y == i).sum()) for n, i in LABEL_TO_INT.items()}
+        ctx |= {
+            "metric_rows": _metric_rows(res),
+            "class_counts": counts,
+            "balance_fig": fg.class_balance_figure(counts),
+            "confusions": [
+                (f"bundle threshold {t:.3f}", res["at_threshold"]),
+                ("threshold 0.500", res["at_0.5"]),
+            ],
+            "threshold_rows": res["threshold_table"].to_dict("records"),
+            "one_class": not has_both_classes(y),
+        }
+        if len(y):
+            ctx["figures"] = (
+                _labeled_figures(y, p, t)
+                if not ctx["one_class"]
+                else [fg.score_histogram_figure(p, y, t)]
+            )
+    elif len(ok):
+        ctx["figures"] = [fg.score_histogram_figure(ok["p_pneumonia"].to_numpy(float), None, t)]
+    return render("evaluation.html", out_html, **ctx)
+
+
+def write_run_summary(
+    df: pd.DataFrame,
+    out_html: str | os.PathLike[str],
+    *,
+    bundle_meta: Mapping[str, Any],
+    run_meta: Mapping[str, Any],
+    n_boot: int = 1000,
+) -> Path:
+    """``batch``'s run summary: the evaluation report, unlabeled variant unless labels exist."""
+    title = "Run summary" + (" and evaluation" if len(labeled_rows(df)) else "")
+    return write_evaluation_report(
+        df, out_html, bundle_meta=bundle_meta, run_meta=run_meta, title=title, n_boot=n_boot
+    )
+
+
+def _disagreement_rows(dis: pd.DataFrame, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pcols = [f"p_{m['model_id']}" for m in models]
+    spread = dis[pcols].max(axis=1) - dis[pcols].min(axis=1)
+    rows = []
+    for _, r in (
+        dis.assign(_spread=spread)
+        .sort_values("_spread", ascending=False)
+        .head(MAX_TABLE_ROWS)
+        .iterrows()
+    ):
+        rows.append(
+            {
+                "path": r["path"],
+                "true_label": r.get("true_label"),
+                "scores": [
+                    (
+                        r[f"p_{m['model_id']}"],
+                        label_for(r[f"p_{m['model_id']}"], float(m["threshold"])),
+                    )
+                    for m in models
+                ],
+            }
+        )
+    return rows
+
+
+def write_compare_report(
+    df_wide: pd.DataFrame,
+    out_html: str | os.PathLike[str],
+    *,
+    models: list[dict[str, Any]],
+    run_meta: Mapping[str, Any],
+    title: str | None = None,
+    n_boot: int = 1000,
+) -> Path:
+    """Side-by-side comparison of >= 2 models scored on the same images."""
+    res = compare_models(df_wide, models, n_boot=n_boot)
+    names = {m["model_id"]: m.get("name") or m["model_id"] for m in models}
+    pcols = [f"p_{m['model_id']}" for m in models]
+    complete = df_wide[df_wide[pcols].notna().all(axis=1)]
+    figures = []
+    if res["labeled"]:
+        lab = complete[label_mask(complete)]
+        y = to_binary(lab["true_label"].astype(str).str.strip())
+        if has_both_classes(y):
+            figures.append(
+                fg.roc_figure(
+                    [
+                        {
+                            "label": names[m["model_id"]],
+                            "y": y,
+                            "p": lab[f"p_{m['model_id']}"].to_numpy(),
+                            "points": [
+                                (float(m["threshold"]), f"{names[m['model_id']]} threshold")
+                            ],
+                        }
+                        for m in models
+                    ]
+                )
+            )
+    by_id = {m["model_id"]: m for m in models}
+    for pair in res["pairs"][:3]:
+        a, b = by_id[pair["model1"]], by_id[pair["model2"]]
+        if len(complete):
+            figures.append(
+                fg.scatter_figure(
+                    complete[f"p_{a['model_id']}"].to_numpy(float),
+                    complete[f"p_{b['model_id']}"].to_numpy(float),
+                    names[a["model_id"]],
+                    names[b["model_id"]],
+                    float(a["threshold"]),
+                    float(b["threshold"]),
+                )
+            )
+    ctx = {
+        "title": title or "Model comparison",
+        "res": res,
+        "models": models,
+        "names": names,
+        "metric_keys": [
+            "roc_auc",
+            "sensitivity",
+            "specificity",
+            "precision",
+            "npv",
+            "accuracy",
+            "brier",
+        ],
+        "metric_info": METRIC_INFO,
+        "figures": figures,
+        "disagreements": _disagreement_rows(res["disagreements"], models),
+        "run_rows": _flatten_meta(run_meta),
+    }
+    return render("compare.html", out_html, **ctx)
