@@ -15,7 +15,8 @@ from xray_score.deep import lite  # noqa: E402
 from xray_score.deep import predictor as cnn_predict  # noqa: E402
 from xray_score.deep import train as cnn_train  # noqa: E402
 from xray_score.errors import BundleError, UsageError  # noqa: E402
-from xray_score.model.bundle import Bundle, new_staging, write_bundle  # noqa: E402
+from xray_score.model.bundle import Bundle  # noqa: E402
+from xray_score.model.publish import new_staging, write_bundle  # noqa: E402
 
 S = 32
 SPEC = {"backbone": "five_block_cnn", "input_size": S, "epochs_head": 1, "batch_size": 16,

@@ -10,17 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import BundleError
 from ..hashing import sha256_bytes, sha256_file
 from .decision import OperatingPoint
@@ -31,19 +25,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "xray-score-bundle"
 FORMAT_VERSION = 1
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav", ".npy", ".npz", ".pt", ".pth"}
-_DOC_FILES = {"MODEL_CARD.md", "README.md"}
-
-
-def library_versions() -> dict[str, str]:
-    names = ["numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "lightgbm",
-             "tensorflow-cpu", "tensorflow", "keras", "pandas", "joblib"]
-    found = {"python": sys.version.split()[0], "xray-score": __version__}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+DOC_FILES = {"MODEL_CARD.md", "README.md"}
 
 
 @dataclass(frozen=True)
@@ -140,7 +122,7 @@ def _verify_files(path: Path, files: dict[str, str]) -> None:
             continue
         if extra.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(extra):
             raise BundleError(f"{path}: unexpected pickle {rel}; bundles never load pickles")
-        if rel not in _DOC_FILES:
+        if rel not in DOC_FILES:
             log.warning("%s: ignoring unlisted file %s", path, rel)
 
 
@@ -148,40 +130,3 @@ def _looks_pickled(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(2)
     return len(head) == 2 and head[0] == 0x80 and 1 <= head[1] <= 5
-
-
-def write_bundle(out_dir: str | os.PathLike, meta: dict[str, Any], files: list[str],
-                 staging: Path) -> Bundle:
-    """Finish a bundle staged in ``staging`` (which holds ``files``) and move it to ``out_dir``.
-
-    Fills in format fields, library versions, creation time and checksums, then renames the
-    staging folder into place, so a half-written bundle never appears at ``out_dir``.
-    """
-    out_dir = Path(out_dir)
-    full = {
-        "format": BUNDLE_FORMAT,
-        "format_version": FORMAT_VERSION,
-        **meta,
-        "library_versions": library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": {name: sha256_file(staging / name) for name in sorted(files)},
-    }
-    (staging / "bundle.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=".old-", dir=out_dir.parent))
-        out_dir.rename(old / "bundle")
-        shutil.move(str(staging), str(out_dir))
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(out_dir))
-    return Bundle.load(out_dir)
-
-
-def new_staging(out_dir: str | os.PathLike) -> Path:
-    """A temporary folder beside ``out_dir`` to build a bundle in."""
-    parent = Path(out_dir).resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}-staging-", dir=parent))
-    staging.chmod(0o755)  # a bundle is meant to be shared: not mkdtemp's private 0700
-    return staging

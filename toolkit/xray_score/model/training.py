@@ -19,10 +19,11 @@ from ..errors import UsageError
 from ..io.datasets import exclude_patients, fingerprint, patient_split, read_labeled
 from ..io.decode import PREPROCESSING_VERSION
 from ..labels import CLASS_NAMES
-from .bundle import Bundle, new_staging, write_bundle
+from .bundle import Bundle
 from .calibration import choose_threshold, fit_calibration
 from .decision import OperatingPoint
 from .kinds import Preprocessor, get_kind
+from .publish import check_out_target, discard_staging, new_staging, write_bundle
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,32 @@ def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, A
         raise UsageError(f"pipeline {spec.get('name')!r} is for kind {spec.get('kind')!r}, "
                          f"not {kind!r}")
     model_kind = get_kind(kind)
+    check_out_target(out, [data] + ([val] if val is not None else []))
     train_df, val_df = split_data(data, val, spec)
     preprocessor = model_kind.preprocessor(spec)
     x_tr, y_tr, d_tr = load_arrays(train_df, preprocessor, n_jobs)
     x_val, y_val, d_val = load_arrays(val_df, preprocessor, n_jobs)
     model = model_kind.fit(x_tr, y_tr, x_val, y_val, spec, **fit_kwargs)
     staging = new_staging(out)
+    try:
+        bundle = _finish(model, staging, out, kind, spec, val, x_val, y_val,
+                         (train_df, d_tr), (val_df, d_val))
+    except BaseException:
+        discard_staging(staging)
+        raise
+    m = bundle.meta["validation_metrics"]
+    log.info("wrote %s (model_id %s): validation AUC %.4f, accuracy %.4f, sensitivity %.4f, "
+             "specificity %.4f at threshold %.4f", out, bundle.model_id, m["roc_auc"] or np.nan,
+             m["accuracy"], m["sensitivity"] or np.nan, m["specificity"] or np.nan,
+             bundle.threshold)
+    return bundle
+
+
+def _finish(model: Any, staging: Path, out: str | Path, kind: str, spec: dict[str, Any],
+            val: str | Path | None, x_val: Any, y_val: np.ndarray,
+            train_part: tuple[pd.DataFrame, list], val_part: tuple[pd.DataFrame, list]
+            ) -> Bundle:
+    """Save the model, fit calibration and threshold on validation, write the bundle."""
     extra, files = model.save(staging)  # first: a CNN then scores with its stored TFLite twin
     raw_val = model.predict_raw(x_val)
     calibration = fit_calibration(raw_val, y_val, spec["calibration"].get("method", "platt"))
@@ -113,17 +134,11 @@ def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, A
         "threshold": threshold,
         "validation_metrics": validation_summary(y_val, p_val, threshold["value"]),
         "validation_source": str(val) if val is not None else "patient split of training data",
-        "training_data": {"train": fingerprint(train_df, _used(d_tr)),
-                          "validation": fingerprint(val_df, _used(d_val))},
+        "training_data": {"train": fingerprint(train_part[0], _used(train_part[1])),
+                          "validation": fingerprint(val_part[0], _used(val_part[1]))},
         **extra,
     }
-    bundle = write_bundle(out, meta, files, staging)
-    m = meta["validation_metrics"]
-    log.info("wrote %s (model_id %s): validation AUC %.4f, accuracy %.4f, sensitivity %.4f, "
-             "specificity %.4f at threshold %.4f", out, bundle.model_id, m["roc_auc"] or np.nan,
-             m["accuracy"], m["sensitivity"] or np.nan, m["specificity"] or np.nan,
-             threshold["value"])
-    return bundle
+    return write_bundle(out, meta, files, staging)
 
 
 def _used(digests: list[str | None]) -> list[str]:
