@@ -30,7 +30,7 @@ from ..errors import ExitCode
 from ..io.atomic import write_atomic
 from ..io.text import display_path
 from .ledger import Ledger
-from .locking import RunLock, lock_path
+from .locking import RunLock, lock_path, out_lock_path
 from .plan import Plan, make_plan, select_part
 from .scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, RunStats
 
@@ -163,7 +163,9 @@ def run_job(bundle: Any, job: Job) -> JobResult:
     labels = folder_labels(root, paths) if root.is_dir() else None
     columns = (COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
                + (DICOM_COLUMNS if has_dicom(paths) else []) + [RUN_COLUMN])
-    with RunLock(lock_path(job.ledger, job.num_parts, job.part_id)):
+    with RunLock(lock_path(job.ledger, job.num_parts, job.part_id),
+                 f"the ledger {job.ledger} (part {job.part})"), \
+            RunLock(out_lock_path(job.out), f"the results file {job.out}"):
         ledger = Ledger(job.ledger)
         run_id = ledger.start_run(str(root), bundle.model_id, job.argv, job.part)
         summary: dict[str, Any] = {"run_id": run_id, "ledger": str(job.ledger)}

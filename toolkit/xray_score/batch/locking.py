@@ -23,11 +23,18 @@ def lock_path(ledger: Path, num_parts: int = 1, part_id: int = 0) -> Path:
     return ledger.with_name(ledger.name + suffix)
 
 
-class RunLock:
-    """Exclusive, non-blocking lock held for the life of a ``with`` block."""
+def out_lock_path(out: Path) -> Path:
+    """``.<out>.lock`` beside a results file: one run writes a given ``--out`` at a time."""
+    return out.with_name(f".{out.name}.lock")
 
-    def __init__(self, path: Path) -> None:
+
+class RunLock:
+    """Exclusive, non-blocking lock held for the life of a ``with`` block (``what``: what it
+    protects, for the "held" message)."""
+
+    def __init__(self, path: Path, what: str | None = None) -> None:
         self.path = Path(path)
+        self.what = what or str(self.path)
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -38,7 +45,7 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
             os.close(fd)
-            raise LockHeldError(f"another run holds {self.path} ({_describe(holder)}); "
+            raise LockHeldError(f"another run holds {self.what} ({_describe(holder)}); "
                                 "try again when it has finished") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}

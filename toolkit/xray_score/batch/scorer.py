@@ -44,6 +44,13 @@ class RowSink(Protocol):
     def write(self, rows: list[dict[str, Any]]) -> None: ...
 
 
+class RowList(list):
+    """A sink that keeps the rows in memory (``evaluate`` writes them once, at the end)."""
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.extend(rows)
+
+
 class CsvSink:
     """Append-only CSV of result rows; each :meth:`write` is flushed and fsynced."""
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..batch.scorer import LABEL_COLUMN, BatchScorer
 from ..errors import ExitCode, UsageError
+from ..io.atomic import write_frame_atomic
 from ..io.datasets import folder_labels, patient_id
 from ..io.discover import discover
 from ..io.preprocess import MultiPreprocessor
@@ -45,8 +46,7 @@ def compare_folder(bundles: list[Any], folder: Path, out_html: Path, csv_path: P
             long_rows += scorer.rows(view, labels)
     long = pd.DataFrame(long_rows)
     wide = to_wide(long, bundles)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    wide.to_csv(csv_path, index=False)
+    write_frame_atomic(wide, csv_path)
     models = [{"model_id": b.model_id, "name": b.name, "kind": b.kind,
                "threshold": b.threshold} for b in bundles]
     path = write_compare_report(wide, out_html, models=models,

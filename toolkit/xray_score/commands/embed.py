@@ -11,7 +11,9 @@ import pandas as pd
 
 from ..batch.scorer import BatchScorer, RunStats
 from ..errors import ExitCode, UsageError
+from ..io.atomic import write_frame_atomic
 from ..io.discover import discover
+from ..io.text import display_path
 from ..model.kinds import Embedder
 from .common import cnn_runtime_options, echo_summary, handle_errors, resolve_model, runtime_options
 
@@ -26,7 +28,7 @@ def embed_folder(bundle: Any, folder: Path, out: Path, n_jobs: int = 2,
     frames = []
     start = time.perf_counter()
     for batch in scorer.iter_batches(discover(folder)):
-        base = pd.DataFrame({"path": [r.path for r in batch],
+        base = pd.DataFrame({"path": [display_path(r.path) for r in batch],
                              "sha256": [r.sha256 for r in batch],
                              "status": ["ok" if r.ok else "error" for r in batch],
                              "error_kind": [r.error_kind for r in batch]})
@@ -42,11 +44,7 @@ def embed_folder(bundle: Any, folder: Path, out: Path, n_jobs: int = 2,
     stats.seconds = time.perf_counter() - start
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     stats.n_files = len(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        table.to_csv(out, index=False)
-    else:
-        table.to_parquet(out, index=False)
+    write_frame_atomic(table, out)
     return stats
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import click
 import pandas as pd
 
-from ..batch.scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, CsvSink, RunStats
+from ..batch.scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, RowList, RunStats
 from ..errors import ExitCode
+from ..io.atomic import write_atomic
 from ..io.datasets import folder_labels
 from ..io.discover import discover, has_dicom
 from .common import (
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def score_folder(bundle: Any, folder: Path, csv_path: Path, n_jobs: int,
                  **predictor_kwargs: Any) -> tuple[pd.DataFrame, BatchScorer, RunStats]:
-    """Score a folder into ``csv_path`` exactly like ``batch``; return the rows as a frame."""
+    """Score a folder exactly like ``batch``; write its rows to ``csv_path`` (atomically, at
+    the end) and return them as a frame."""
     from ..evaluation.results import results_frame
 
     paths = [str(p) for p in discover(folder)]
@@ -40,15 +42,9 @@ def score_folder(bundle: Any, folder: Path, csv_path: Path, n_jobs: int,
     columns = COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
     columns += DICOM_COLUMNS if has_dicom(paths) else []
     scorer = BatchScorer(bundle, n_jobs=n_jobs, **predictor_kwargs)
-    rows: list[dict[str, Any]] = []
-
-    class _Keep:
-        def write(self, batch: list[dict[str, Any]]) -> None:
-            sink.write(batch)
-            rows.extend(batch)
-
-    with CsvSink(csv_path, columns) as sink:
-        stats = scorer.run(paths, _Keep(), labels)
+    rows = RowList()
+    stats = scorer.run(paths, rows, labels)
+    write_atomic(csv_path, columns, rows)
     return results_frame(rows, columns), scorer, stats
 
 

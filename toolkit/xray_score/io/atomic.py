@@ -1,18 +1,24 @@
-"""Write a run's results file (CSV or Parquet) atomically, streaming rows in chunks.
+"""Result files (CSV or Parquet) written atomically: readers see the old file or the new one.
 
-The file is written to a temporary name in the same directory, fsynced, then renamed over the
-target (``os.replace``) and the directory fsynced: readers see the old file or the new one,
-never a torn one, whatever moment the process dies at.
+Every file goes to a temporary name in the same directory (``.<name>.<host>.<pid>.tmp``), is
+fsynced, then renamed over the target (``os.replace``) and the directory fsynced, whatever
+moment the process dies at. Temporary files of processes that died on this host are removed;
+another live writer's are left alone. Rows stream through in chunks, as text values (as
+``batch`` rows carry them).
 """
 
 from __future__ import annotations
 
 import csv
-import glob
+import io
 import os
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import pandas as pd
 
 FORMATS = ("csv", "parquet")
 _FLOAT = {"p_pneumonia", "threshold", "ms"}
@@ -20,17 +26,16 @@ _INT = {"width", "height", "scored_in_run"}
 _CHUNK = 2000
 
 
-def write_atomic(out: Path, columns: list[str], rows: Iterable[dict[str, Any]],
-                 fmt: str = "csv") -> int:
-    """Write ``rows`` (text values) to ``out`` as ``fmt``; returns the number of rows."""
+@contextmanager
+def atomic_file(out: Path) -> Iterator[IO[bytes]]:
+    """A binary handle whose content replaces ``out`` only when the block ends normally."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    host = socket.gethostname().replace(".", "_")
+    _remove_stale(out, host)
+    tmp = out.with_name(f".{out.name}.{host}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            n = _write_parquet(fh, columns, rows) if fmt == "parquet" else _write_csv(
-                fh, columns, rows)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
@@ -41,12 +46,53 @@ def write_atomic(out: Path, columns: list[str], rows: Iterable[dict[str, Any]],
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return n
+
+
+def _remove_stale(out: Path, host: str) -> None:
+    """Delete ``out``'s temporary files left by dead processes of this host."""
+    prefix = f".{out.name}.{host}."
+    for entry in out.parent.iterdir():
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):-len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_atomic(out: Path, columns: list[str], rows: Iterable[dict[str, Any]],
+                 fmt: str = "csv") -> int:
+    """Write ``rows`` (text values) to ``out`` as ``fmt``; returns the number of rows."""
+    with atomic_file(Path(out)) as fh:
+        return _write_parquet(fh, columns, rows) if fmt == "parquet" else _write_csv(
+            fh, columns, rows)
+
+
+def write_frame_atomic(df: pd.DataFrame, out: Path) -> int:
+    """A whole table to ``out``: Parquet for ``.parquet``, else CSV (values as pandas prints)."""
+    out = Path(out)
+    with atomic_file(out) as fh:
+        if out.suffix.lower() == ".parquet":
+            df.to_parquet(fh, index=False)
+        else:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
+            df.to_csv(text, index=False)
+            text.flush()
+            text.detach()
+    return len(df)
 
 
 def _write_csv(fh: Any, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
-    import io
-
     text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
