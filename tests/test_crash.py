@@ -117,3 +117,65 @@ def test_shard_locks_are_independent(baseline_bundle, tmp_path):
         assert same.exit_code == ExitCode.LOCKED
         whole = batch(folder, baseline_bundle, tmp_path / "all.csv", "--ledger", ledger)
         assert whole.exit_code == 0  # the unsharded job has its own lock
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _wait_for_workers(proc: subprocess.Popen, ledger: Path) -> list:
+    """Block until the run has committed rows and its worker processes exist."""
+    wait_for(lambda: rows_in(ledger) >= 4 and len(_descendants(proc.pid)) >= 2, proc)
+    return _descendants(proc.pid)
+
+
+def _all_gone(procs: list, limit: float = 15) -> bool:
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=limit)
+    for p in alive:  # do not leave them behind for the rest of the suite
+        p.kill()
+    return not alive
+
+
+def test_kill_9_of_the_parent_alone_takes_its_workers_down(baseline_bundle, tmp_path):
+    folder = tmp_path / "scans"
+    make_folder(folder, 400, size=48)
+    out = tmp_path / "r.csv"
+    proc = start_batch(folder, baseline_bundle, out, "--jobs", "2", "--batch-size", "2")
+    children = _wait_for_workers(proc, Path(f"{out}.ledger.sqlite"))
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only, not its process group
+    proc.communicate(timeout=30)
+    assert _all_gone(children), "worker processes outlived their parent"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_end_the_run_cleanly(baseline_bundle, tmp_path, sig, code):
+    folder = tmp_path / "scans"
+    make_folder(folder, 400, size=48)
+    out = tmp_path / "r.csv"
+    ledger = Path(f"{out}.ledger.sqlite")
+    proc = start_batch(folder, baseline_bundle, out, "--jobs", "2", "--batch-size", "2")
+    children = _wait_for_workers(proc, ledger)
+    os.kill(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr.decode()
+    assert "interrupted" in stderr.decode() and "Traceback" not in stderr.decode()
+    assert _all_gone(children)
+    db = sqlite3.connect(ledger)
+    state, exit_status = db.execute("SELECT state, exit_status FROM runs").fetchone()
+    assert (state, exit_status) == ("interrupted", code)
+    committed = rows_in(ledger)
+    assert committed >= 4  # what was committed before the signal is kept
+    assert summary_line(stdout)["interrupted"] == signal.Signals(sig).name
+    resumed = batch(folder, baseline_bundle, out)  # the same command finishes the job
+    assert resumed.exit_code == ExitCode.OK
+    assert summary(resumed)["scored"] == 400 - committed
+
+
+def summary_line(stdout: bytes) -> dict:
+    import json
+
+    return json.loads(stdout.decode().strip().splitlines()[-1])

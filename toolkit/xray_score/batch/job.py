@@ -169,12 +169,12 @@ def run_job(bundle: Any, job: Job) -> JobResult:
         ledger = Ledger(job.ledger)
         run_id = ledger.start_run(str(root), bundle.model_id, job.argv, job.part)
         summary: dict[str, Any] = {"run_id": run_id, "ledger": str(job.ledger)}
-        code = ExitCode.INTERNAL
+        code, state = ExitCode.INTERNAL, "failed"
+        stats = RunStats()
         try:
             plan = make_plan(ledger, paths, bundle.model_id)
             log.info("%d file(s) in %s (part %s): %d to score, stat cache hits %d, hashed %d",
                      len(paths), root, job.part, len(plan.todo), plan.stat_hits, plan.hashed)
-            stats = RunStats()
             runtime = None  # nothing to score: no model is loaded
             if plan.todo:
                 scorer = BatchScorer(bundle, n_jobs=job.n_jobs, timeout=job.timeout,
@@ -192,11 +192,18 @@ def run_job(bundle: Any, job: Job) -> JobResult:
             summary.update(_summary(job, bundle.model_id, len(paths), plan, stats, tally,
                                     time.perf_counter() - started))
             summary["model_runtime"] = runtime
-        except KeyboardInterrupt:
-            code = 130
+            state = "done"
+        except KeyboardInterrupt as exc:
+            code, state = getattr(exc, "exit_code", 130), "interrupted"
+            name = getattr(exc, "name", "SIGINT")
+            summary.update(interrupted=name, scored=stats.n_ok, errors=stats.n_error)
+            log.warning("interrupted by %s: %d file(s) scored in this run are committed to %s; "
+                        "%s was not rewritten; the same command resumes", name,
+                        stats.n_ok + stats.n_error, job.ledger, job.out)
+            exc.summary = summary  # type: ignore[attr-defined]
             raise
         finally:
-            ledger.end_run(run_id, summary, code)
+            ledger.end_run(run_id, summary, code, state)
             ledger.close()
     return JobResult(summary, code, kept if job.keep_rows else None, columns)
 

@@ -108,10 +108,13 @@ class Ledger:
                  folder, model_id, __version__, part))
         return int(cur.lastrowid)
 
-    def end_run(self, run_id: int, counts: dict[str, Any], exit_status: int) -> None:
+    def end_run(self, run_id: int, counts: dict[str, Any], exit_status: int,
+                state: str = "done") -> None:
+        """Record how a run ended: ``done``, ``interrupted`` (a signal) or ``failed``."""
         with self.transaction():
-            self.db.execute("UPDATE runs SET ended=?, counts=?, exit_status=?, state='done'"
-                            " WHERE run_id=?", (_now(), json.dumps(counts), exit_status, run_id))
+            self.db.execute("UPDATE runs SET ended=?, counts=?, exit_status=?, state=?"
+                            " WHERE run_id=?",
+                            (_now(), json.dumps(counts), exit_status, state, run_id))
 
     def run(self, run_id: int) -> dict[str, Any]:
         return dict(self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone())

@@ -12,6 +12,9 @@ The backend is whatever ``joblib.parallel_config`` says (loky by default, Dask f
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -36,8 +39,35 @@ class TaskFailure:
         return f"TaskFailure({self.kind.value}, {self.message!r})"
 
 
-def _indexed(func: Callable[[T], R], index: int, item: T) -> tuple[int, R]:
+_WATCHING = False
+PARENT_POLL_SECONDS = 0.5
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process that is a direct child of ``parent_pid``: exit as soon as that
+    parent is gone (``kill -9`` included), instead of idling on as an orphan. Elsewhere (the
+    calling process itself, a Dask worker on another host) it does nothing."""
+    global _WATCHING
+    if _WATCHING or os.getpid() == parent_pid or os.getppid() != parent_pid:
+        return
+    _WATCHING = True
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="xray-score-parent-watch", daemon=True).start()
+
+
+def _indexed(func: Callable[[T], R], index: int, item: T, parent_pid: int) -> tuple[int, R]:
+    die_with_parent(parent_pid)
     return index, func(item)
+
+
+def _guarded(func: Callable[[T], R], item: T, parent_pid: int) -> R:
+    die_with_parent(parent_pid)
+    return func(item)
 
 
 def resilient_map(
@@ -55,11 +85,12 @@ def resilient_map(
     """
     source = iter(enumerate(items))
     in_flight: dict[int, T] = {}
+    me = os.getpid()
 
     def feed() -> Iterator[Any]:
         for index, item in source:
             in_flight[index] = item
-            yield delayed(_indexed)(func, index, item)
+            yield delayed(_indexed)(func, index, item, me)
 
     if n_jobs == 1 and timeout is None:
         for index, item in source:
@@ -98,7 +129,8 @@ def resilient_map(
 def _run_isolated(func: Callable[[T], R], item: T, timeout: float | None) -> R | TaskFailure:
     """Run one task alone in a worker process, so a hang or crash is its own."""
     try:
-        (result,) = Parallel(n_jobs=2, timeout=timeout)([delayed(func)(item)])
+        (result,) = Parallel(n_jobs=2, timeout=timeout)([delayed(_guarded)(func, item,
+                                                                          os.getpid())])
         return result
     except Exception as exc:  # noqa: BLE001 - TerminatedWorkerError, KilledWorker, pickling ...
         name = type(exc).__name__

@@ -72,6 +72,7 @@ def batch(ctx: click.Context, config: str | None, resume: bool, **options: Any) 
     folder (or this shard). A second run on the same ledger and shard exits with 3.
     """
     from ..batch.job import run_job
+    from ..batch.signals import stop_on_signals
 
     from_config = _config_values(ctx, Path(config)) if config else {}
     options.update(from_config)
@@ -81,7 +82,8 @@ def batch(ctx: click.Context, config: str | None, resume: bool, **options: Any) 
     log.info("scoring %s with %s (%s, model_id %s) into %s", job.folder, bundle.name,
              bundle.kind, bundle.model_id, job.out)
     started = time.time()
-    result = run_job(bundle, job)
+    with stop_on_signals():
+        result = run_job(bundle, job)
     summary = result.summary
     if options["report"] and result.rows is not None:
         try:

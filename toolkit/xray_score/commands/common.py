@@ -33,21 +33,29 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             code = func(*args, **kwargs) or ExitCode.OK
         except UsageError as exc:
             log.error("%s", exc)
-            code = ExitCode.USAGE
+            code = _failed(ExitCode.USAGE, str(exc))
         except LockHeldError as exc:
             log.error("%s", exc)
-            code = ExitCode.LOCKED
+            code = _failed(ExitCode.LOCKED, str(exc))
         except (click.exceptions.Exit, click.ClickException):
             raise
-        except KeyboardInterrupt:
-            log.error("interrupted; rows already written are kept")
-            code = 130
-        except Exception:  # noqa: BLE001 - the documented internal-error path
+        except KeyboardInterrupt as exc:
+            code = getattr(exc, "exit_code", 130)
+            if not getattr(exc, "summary", None):
+                log.warning("interrupted; files already written are kept")
+            _failed(code, "interrupted", getattr(exc, "summary", None))
+        except Exception as exc:  # noqa: BLE001 - the documented internal-error path
             log.exception("internal error (please report it with the log above)")
-            code = ExitCode.INTERNAL
+            code = _failed(ExitCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         sys.exit(code)
 
     return wrapper
+
+
+def _failed(code: int, message: str, summary: dict[str, Any] | None = None) -> int:
+    """The JSON line of a command that did not finish (cron logs read one line per run)."""
+    echo_summary({**(summary or {}), "exit_code": int(code), "error": message})
+    return code
 
 
 def resolve_model(model: str | None, kind: str = "default") -> Any:
