@@ -160,6 +160,9 @@ def run_job(bundle: Any, job: Job) -> JobResult:
     kept: list[dict[str, Any]] = []
     root = job.folder
     paths = select_part([str(p) for p in discover(root)], root, job.num_parts, job.part_id)
+    if not paths:
+        log.warning("no images found in %s%s", root,
+                    f" (part {job.part})" if job.num_parts > 1 else "")
     labels = folder_labels(root, paths) if root.is_dir() else None
     columns = (COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
                + (DICOM_COLUMNS if has_dicom(paths) else []) + [RUN_COLUMN])

@@ -58,6 +58,17 @@ def _failed(code: int, message: str, summary: dict[str, Any] | None = None) -> i
     return code
 
 
+def require_images(folder: Path) -> list[str]:
+    """The images under ``folder``; a UsageError when there are none (evaluate, compare,
+    embed: a report or table of nothing is an error, unlike a nightly batch with no news)."""
+    from ..io.discover import discover
+
+    paths = [str(p) for p in discover(folder)]
+    if not paths:
+        raise UsageError(f"no images found in {folder}")
+    return paths
+
+
 def resolve_model(model: str | None, kind: str = "default") -> Any:
     """The bundle at ``model``, or the shipped one of ``kind``."""
     from ..model.bundle import Bundle

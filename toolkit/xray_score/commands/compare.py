@@ -14,7 +14,6 @@ from ..batch.scorer import LABEL_COLUMN, BatchScorer
 from ..errors import ExitCode, UsageError
 from ..io.atomic import write_frame_atomic
 from ..io.datasets import folder_labels, patient_id
-from ..io.discover import discover
 from ..io.preprocess import MultiPreprocessor
 from .common import (
     cnn_runtime_options,
@@ -22,6 +21,7 @@ from .common import (
     default_out,
     echo_summary,
     handle_errors,
+    require_images,
     resolve_model,
     run_meta,
     runtime_options,
@@ -35,8 +35,9 @@ def compare_folder(bundles: list[Any], folder: Path, out_html: Path, csv_path: P
     from ..report import write_compare_report
 
     started = time.time()
-    scorers = [BatchScorer(b, n_jobs=n_jobs, **predictor_kwargs) for b in bundles]
-    paths = [str(p) for p in discover(folder)]
+    paths = require_images(folder)
+    scorers = [BatchScorer(b, n_jobs=n_jobs, timeout=timeout, **predictor_kwargs)
+               for b in bundles]
     labels = folder_labels(folder, paths)
     long_rows: list[dict[str, Any]] = []
     multi = MultiPreprocessor(tuple(s.preprocessor for s in scorers))

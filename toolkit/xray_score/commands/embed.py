@@ -12,22 +12,29 @@ import pandas as pd
 from ..batch.scorer import BatchScorer, RunStats
 from ..errors import ExitCode, UsageError
 from ..io.atomic import write_frame_atomic
-from ..io.discover import discover
 from ..io.text import display_path
 from ..model.kinds import Embedder
-from .common import cnn_runtime_options, echo_summary, handle_errors, resolve_model, runtime_options
+from .common import (
+    cnn_runtime_options,
+    echo_summary,
+    handle_errors,
+    require_images,
+    resolve_model,
+    runtime_options,
+)
 
 
 def embed_folder(bundle: Any, folder: Path, out: Path, n_jobs: int = 2,
                  timeout: float | None = 60.0, **predictor_kwargs: Any) -> RunStats:
     """Write one row per image (path, sha256, status, error, e0..eD) to Parquet or CSV."""
+    paths = require_images(folder)
     scorer = BatchScorer(bundle, n_jobs=n_jobs, timeout=timeout, **predictor_kwargs)
     if not isinstance(scorer.predictor, Embedder):
         raise UsageError(f"{bundle.kind} bundles have no embeddings (use a CNN bundle)")
     stats = RunStats()
     frames = []
     start = time.perf_counter()
-    for batch in scorer.iter_batches(discover(folder)):
+    for batch in scorer.iter_batches(paths):
         base = pd.DataFrame({"path": [display_path(r.path) for r in batch],
                              "sha256": [r.sha256 for r in batch],
                              "status": ["ok" if r.ok else "error" for r in batch],

@@ -14,7 +14,7 @@ from ..batch.scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, Ro
 from ..errors import ExitCode
 from ..io.atomic import write_atomic
 from ..io.datasets import folder_labels
-from ..io.discover import discover, has_dicom
+from ..io.discover import has_dicom
 from .common import (
     DEFAULT_RESULTS_DIR,
     cnn_runtime_options,
@@ -23,6 +23,7 @@ from .common import (
     echo_summary,
     handle_errors,
     report_meta,
+    require_images,
     resolve_model,
     run_meta,
     runtime_options,
@@ -37,7 +38,7 @@ def score_folder(bundle: Any, folder: Path, csv_path: Path, n_jobs: int,
     the end) and return them as a frame."""
     from ..evaluation.results import results_frame
 
-    paths = [str(p) for p in discover(folder)]
+    paths = require_images(folder)
     labels = folder_labels(folder, paths)
     columns = COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
     columns += DICOM_COLUMNS if has_dicom(paths) else []
