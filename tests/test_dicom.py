@@ -24,10 +24,14 @@ from pydicom.uid import (  # noqa: E402
 )
 
 from conftest import canonical as canonical_result  # noqa: E402
+from conftest import make_xray  # noqa: E402
 from xray_score.errors import ErrorKind, ImageError  # noqa: E402
 from xray_score.io import decode as images  # noqa: E402
 from xray_score.io.discover import sniff_format  # noqa: E402
 from xray_score.io.preprocess import FileResult  # noqa: E402
+from xray_score.model.bundle import Bundle  # noqa: E402
+
+LEGACY_CNN = Path(__file__).parent / "fixtures" / "legacy-0.1.0" / "cnn"
 
 SIZE = 32
 
@@ -506,3 +510,25 @@ def test_dicom_patient_id_drives_patient_split(tmp_path):
     assert df["patient_id"].nunique() == 12
     train, val = patient_split(df, 0.34, seed=0)
     assert not set(train["patient_id"]) & set(val["patient_id"])
+
+
+def test_reports_resample_dicom_folders_by_patient_id(baseline_bundle, tmp_path):
+    """DICOM files carry no Kermany name: their PatientID must group them for the bootstrap
+    (evaluate and compare alike), not one image per group."""
+    from xray_score.commands.compare import compare_folder
+    from xray_score.commands.evaluate import score_folder
+    from xray_score.evaluation.results import patient_groups
+
+    rng = np.random.default_rng(3)
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "dcm" / label).mkdir(parents=True)
+        for patient in range(2):
+            for image in range(3):
+                data = make_dicom(make_xray(label, rng, size=96),
+                                  patient_id=f"{label[:1]}{patient}")
+                (tmp_path / "dcm" / label / f"scan-{patient}-{image}.dcm").write_bytes(data)
+    df, _, _ = score_folder(baseline_bundle, tmp_path / "dcm", tmp_path / "r.csv", 2)
+    assert len(df) == 12 and len(set(patient_groups(df))) == 4
+    _, wide = compare_folder([baseline_bundle, Bundle.load(LEGACY_CNN)], tmp_path / "dcm",
+                             tmp_path / "c.html", tmp_path / "c.csv")
+    assert len(set(patient_groups(wide))) == 4

@@ -12,8 +12,9 @@ import pandas as pd
 
 from ..batch.scorer import LABEL_COLUMN, BatchScorer
 from ..errors import ExitCode, UsageError
+from ..evaluation.results import row_patients
 from ..io.atomic import write_frame_atomic
-from ..io.datasets import folder_labels, patient_id
+from ..io.datasets import folder_labels
 from ..io.preprocess import MultiPreprocessor
 from .common import (
     cnn_runtime_options,
@@ -68,7 +69,10 @@ def to_wide(long: pd.DataFrame, bundles: list[Any]) -> pd.DataFrame:
         wide[f"pred_{b.model_id}"] = wide["path"].map(part["predicted_label"]).replace("", None)
         wide[f"status_{b.model_id}"] = wide["path"].map(part["status"])
         wide[f"error_{b.model_id}"] = wide["path"].map(part["error_kind"])
-    wide["patient_id"] = wide["path"].map(lambda p: patient_id(str(p)))
+    if "patient_id" in long:
+        wide["patient_id"] = wide["path"].map(
+            long.drop_duplicates("path").set_index("path")["patient_id"])
+    wide["patient_id"] = row_patients(wide)
     return wide
 
 

@@ -29,8 +29,20 @@ def results_frame(rows: list[dict[str, Any]], columns: list[str] | None = None) 
             df[column] = pd.to_numeric(df[column].mask(df[column].eq("")), errors="coerce")
         else:
             df[column] = df[column].mask(df[column].eq(""))
-    df["patient_id"] = df["path"].map(lambda p: patient_id(str(p))) if len(df) else []
+    df["patient_id"] = row_patients(df)
     return df
+
+
+def row_patients(df: pd.DataFrame) -> pd.Series:
+    """Each row's patient, as training splits see it: the Kermany id in the file name, else the
+    DICOM PatientID the row carries (``dicom:<id>``, as in :func:`read_labeled`), else none."""
+    from_name = df["path"].map(lambda p: patient_id(str(p))) if len(df) else pd.Series(
+        dtype=object)
+    if "patient_id" not in df:
+        return from_name
+    stored = df["patient_id"].where(df["patient_id"].notna() & df["patient_id"].ne(""))
+    return from_name.where(from_name.notna(), "dicom:" + stored.astype(str)).where(
+        from_name.notna() | stored.notna())
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
