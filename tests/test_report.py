@@ -248,3 +248,34 @@ def test_formatting_helpers() -> None:
     assert render.fmt_num(float("nan")) == "—" and render.fmt_num(1234) == "1,234"
     assert render.fmt_ci((0.81234, 0.9)) == "0.812–0.900"
     assert render.fmt_p(1e-5) == "< 0.001" and render.fmt_pct(0.5) == "50.0%"
+
+
+def test_gallery_ranks_mistakes_by_distance_from_the_threshold_on_the_logit_scale():
+    """With a threshold of 0.92, a normal film at 0.95 is a near miss and a pneumonia film at
+    0.2 a confident mistake, although |p - 0.5| says the opposite."""
+    from xray_score.report.gallery import most_confident_errors
+
+    df = pd.DataFrame({
+        "path": ["near.png", "far_low.png", "far_high.png", "right.png"],
+        "status": "ok",
+        "p_pneumonia": [0.95, 0.2, 0.999, 0.99],
+        "true_label": ["NORMAL", "PNEUMONIA", "NORMAL", "PNEUMONIA"],
+        "predicted_label": ["PNEUMONIA", "NORMAL", "PNEUMONIA", "PNEUMONIA"],
+    })
+    ranked = most_confident_errors(df, threshold=0.92, n=3)
+    assert list(ranked["path"]) == ["far_high.png", "far_low.png", "near.png"]
+    assert list(most_confident_errors(df, 0.92, n=2)["path"]) == ["far_high.png", "far_low.png"]
+
+
+def test_training_curves_pair_training_with_validation_and_mark_phases():
+    baseline = {"train_auc": [0.9, 0.95], "train_binary_logloss": [0.5, 0.4],
+                "val_auc": [0.8, 0.85], "val_binary_logloss": [0.6, 0.55]}
+    assert figures.curve_panels(baseline) == {
+        "auc": ["train_auc", "val_auc"], "binary_logloss": ["train_binary_logloss",
+                                                            "val_binary_logloss"]}
+    cnn = {"auc": [0.9, 0.95, 0.97], "loss": [0.5, 0.4, 0.3], "val_auc": [0.9, 0.93, 0.96],
+           "val_loss": [0.4, 0.35, 0.3], "phase": ["head", "head", "fine_tune"]}
+    assert figures.curve_panels(cnn) == {"auc": ["auc", "val_auc"],
+                                         "loss": ["loss", "val_loss"]}
+    assert figures.phase_starts(cnn) == [(1, "head"), (3, "fine_tune")]
+    assert figures.history_figure(cnn)["caption"].count("fine_tune") == 1

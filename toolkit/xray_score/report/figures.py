@@ -184,21 +184,43 @@ def _flatten_curves(history: Mapping[str, Any], prefix: str = "") -> dict[str, l
 
 
 def _curve_group(name: str) -> str:
+    """The metric a curve shows: Keras ``auc``/``val_auc``, LightGBM ``train_auc``/``val_auc``."""
     base = name.rsplit("/", 1)[-1]
-    return base[4:] if base.startswith("val_") else base
+    for prefix in ("val_", "train_"):
+        if base.startswith(prefix):
+            return base[len(prefix):]
+    return base
+
+
+def curve_panels(history: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Metric -> its curves (training first, then validation), one panel each."""
+    panels: dict[str, list[str]] = {}
+    for name in _flatten_curves(history):
+        panels.setdefault(_curve_group(name), []).append(name)
+    for names in panels.values():
+        names.sort(key=lambda n: n.rsplit("/", 1)[-1].startswith("val_"))
+    return panels
+
+
+def phase_starts(history: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(first epoch, phase) of each training phase the history records (CNN: head, fine_tune)."""
+    phases = history.get("phase") or []
+    return [(i + 1, p) for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
 
 
 def history_figure(history: Mapping[str, Any]) -> dict[str, str] | None:
-    """Training curves, one panel per metric (training and validation overlaid)."""
+    """Training curves, one panel per metric (training and validation overlaid), with the
+    start of each training phase marked."""
     curves = _flatten_curves(history)
-    groups: dict[str, list[str]] = {}
-    for name in curves:
-        groups.setdefault(_curve_group(name), []).append(name)
+    groups = curve_panels(history)
     if not groups:
         return None
+    starts = phase_starts(history)
     keys = list(groups)[:4]
     fig = _new_fig(min(4.0 * len(keys), 11), 3.2, 1, len(keys))
     for ax, group in zip(fig.axes, keys, strict=False):
+        for epoch, _ in starts[1:]:
+            ax.axvline(epoch - 0.5, color="#718096", ls=":", lw=1.2)
         for i, name in enumerate(groups[group]):
             vals = curves[name]
             ax.plot(
@@ -211,11 +233,13 @@ def history_figure(history: Mapping[str, Any]) -> dict[str, str] | None:
         ax.set(title=_plain(group), xlabel="epoch / iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
+    phases = "; ".join(f"{phase} from epoch {epoch}" for epoch, phase in starts)
     return _figure(
         "Training curves",
         fig,
-        "Curves recorded while the bundle was trained "
-        "(training vs validation). Diverging curves suggest over-fitting.",
+        "Curves recorded while the bundle was trained (training vs validation). Diverging "
+        "curves suggest over-fitting." + (f" Dotted lines: a new training phase ({phases})."
+                                          if len(starts) > 1 else ""),
     )
 
 
