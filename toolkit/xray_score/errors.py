@@ -17,6 +17,7 @@ class ErrorKind(str, Enum):
     TIMEOUT = "timeout"  # decoding took longer than the per-file limit
     WORKER_CRASH = "worker_crash"  # the worker process died on this file
     MODEL_ERROR = "model_error"  # the network/booster failed on this input
+    OUT_OF_MEMORY = "out_of_memory"  # the model ran out of memory (transient: retried)
 
 
 class ImageError(Exception):

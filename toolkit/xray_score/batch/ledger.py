@@ -31,7 +31,7 @@ SCHEMA_VERSION = 1
 ROW_FIELDS = ["sha256", "p_pneumonia", "predicted_label", "threshold", "status", "error_kind",
               "error", "width", "height", "ms"]
 # Failures that may not recur on unchanged content: a re-run tries these files again.
-TRANSIENT_KINDS = frozenset({"timeout", "worker_crash", "unreadable"})
+TRANSIENT_KINDS = frozenset({"timeout", "worker_crash", "unreadable", "out_of_memory"})
 _CHUNK = 500  # host parameters per IN (...) query
 
 _SCHEMA = f"""

@@ -168,11 +168,15 @@ class BatchScorer:
         x = (preprocessor or self.preprocessor).stack([r.x for r in batch])
         try:
             raw = self.predictor.predict_raw(x)
-        except Exception as exc:  # noqa: BLE001 - isolate the input the model chokes on
-            if len(batch) == 1:
-                batch[0].error_kind, batch[0].error = ErrorKind.MODEL_ERROR.value, str(exc)
-                return np.array([np.nan])
-            return np.concatenate([self.predict([r], preprocessor) for r in batch])
+        except (MemoryError, Exception) as exc:  # noqa: BLE001 - isolate the failing input
+            if len(batch) > 1:  # smaller calls need less memory and pin a bad input down
+                return np.concatenate([self.predict([r], preprocessor) for r in batch])
+            oom = isinstance(exc, MemoryError)
+            kind = ErrorKind.OUT_OF_MEMORY if oom else ErrorKind.MODEL_ERROR
+            batch[0].error_kind = kind.value
+            batch[0].error = ("out of memory running the model (retried on the next run)"
+                              if oom else f"{type(exc).__name__}: {exc}")
+            return np.array([np.nan])
         return self.bundle.operating_point.probability(raw)
 
     def rows(self, batch: list[FileResult], labels: dict[str, str] | None = None
