@@ -203,3 +203,22 @@ def test_noop_rerun_loads_no_model(baseline_bundle, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_stat_cache_lookups_use_the_primary_key(tmp_path):
+    """Looking up 1,000 files' (device, inode) must search the index, not scan the table."""
+    from xray_score.batch.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    paths = make_folder(tmp_path / "f", 5)
+    stats = [os.stat(p) for p in paths]
+    ledger.cache_hashes([(st, f"{i:064x}") for i, st in enumerate(stats)])
+    statements: list[str] = []
+    ledger.db.set_trace_callback(statements.append)
+    assert ledger.cached_hashes(stats) == [f"{i:064x}" for i in range(5)]
+    ledger.db.set_trace_callback(None)
+    lookups = [s for s in statements if "stat_cache" in s and s.lstrip().startswith("SELECT")]
+    assert lookups
+    for sql in lookups:
+        plan = " ".join(str(r[-1]) for r in ledger.db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SEARCH" in plan and "SCAN" not in plan, plan

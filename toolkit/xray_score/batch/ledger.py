@@ -123,12 +123,16 @@ class Ledger:
     def cached_hashes(self, stats: list[os.stat_result]) -> list[str | None]:
         """sha256 per stat result when the file's (dev, inode, size, mtime_ns) is cached."""
         found: dict[tuple[int, int], tuple[int, int, str]] = {}
-        for part in _chunks(sorted({st.st_ino for st in stats})):
-            marks = ",".join("?" * len(part))
-            for dev, ino, size, mtime, sha in self.db.execute(
-                    f"SELECT dev, ino, size, mtime_ns, sha256 FROM stat_cache "
-                    f"WHERE ino IN ({marks})", part):
-                found[(dev, ino)] = (size, mtime, sha)
+        by_dev: dict[int, set[int]] = {}
+        for st in stats:
+            by_dev.setdefault(st.st_dev, set()).add(st.st_ino)
+        for dev, inodes in by_dev.items():  # dev = ? AND ino IN (...): a PRIMARY KEY search
+            for part in _chunks(sorted(inodes)):
+                marks = ",".join("?" * len(part))
+                for ino, size, mtime, sha in self.db.execute(
+                        f"SELECT ino, size, mtime_ns, sha256 FROM stat_cache "
+                        f"WHERE dev = ? AND ino IN ({marks})", [dev, *part]):
+                    found[(dev, ino)] = (size, mtime, sha)
         out: list[str | None] = []
         for st in stats:
             hit = found.get((st.st_dev, st.st_ino))
