@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import ErrorKind
-from ..io.text import display_path
+from ..io.text import csv_safe, display_path
 
 if TYPE_CHECKING:
     from ..io.preprocess import FileResult
@@ -68,7 +68,7 @@ class CsvSink:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._writer.writerows(rows)
+            self._writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)
             self._sync()
 
     def _sync(self) -> None:

@@ -38,7 +38,7 @@ class CnnKind(KindBase):
         return fit_cnn(x_train, y_train, x_val, y_val, spec, weights=options.get("weights"))
 
     def load(self, bundle: Any, weights: str | None = None, engine: str = "auto") -> CnnPredictor:
-        return CnnPredictor.load(bundle.path, bundle.meta, weights=weights, engine=engine)
+        return CnnPredictor.load(bundle, bundle.meta, weights=weights, engine=engine)
 
 
 register_kind(CnnKind())

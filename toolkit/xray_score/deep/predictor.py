@@ -226,16 +226,18 @@ class CnnPredictor:
         return {"file": path.name, "max_abs_diff_vs_keras": diff, "runtime": lite.runtime}
 
     @classmethod
-    def load(cls, directory: str | Path, meta: dict[str, Any],
+    def load(cls, source: str | Path | Any, meta: dict[str, Any],
              weights: str | Path | None = None, engine: str = "auto") -> CnnPredictor:
         """Rebuild from ``save`` output; head-only bundles need the referenced weights file.
 
+        ``source``: a verified :class:`~xray_score.model.bundle.Bundle` (files are read only
+        when bundle.json lists them, checksums verified), or the folder ``save`` wrote.
         ``engine``: "auto" runs the bundle's TFLite network when it has one, else Keras;
         "keras" always Keras; "tflite" the stored network, or one converted now (slow start).
         """
         if engine not in ENGINES:
             raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-        d = Path(directory)
+        d = source if hasattr(source, "file") else _Folder(Path(source))
         try:
             cm, bm = meta["cnn"], meta["backbone"]
             spec = normalize_spec(cm["spec"])
@@ -245,7 +247,7 @@ class CnnPredictor:
         if cm["head"] == "lightgbm":
             import lightgbm as lgb
 
-            booster = lgb.Booster(model_file=str(d / "lightgbm.txt"))
+            booster = lgb.Booster(model_file=str(d.file("lightgbm.txt")))
         info = {"file": bm.get("weights_file"), "sha256": bm.get("weights_sha256")}
         common = {"history": meta.get("history") or cm.get("history"),
                   "weights_info": info if info["sha256"] else None}
@@ -254,7 +256,7 @@ class CnnPredictor:
             from .lite import LiteNetwork
 
             pred = cls(None, spec, booster, **common,
-                       lite=LiteNetwork((d / stored["file"]).read_bytes()),
+                       lite=LiteNetwork(d.file(stored["file"]).read_bytes()),
                        model_loader=lambda: _load_keras(d, cm, bm, spec, weights),
                        embedding_dim=cm.get("embedding_dim"))
         else:
@@ -270,17 +272,29 @@ class CnnPredictor:
         return pred
 
 
-def _load_keras(d: Path, cm: dict[str, Any], bm: dict[str, Any], spec: dict[str, Any],
+class _Folder:
+    """Files of a folder ``save`` just wrote (plain names only, nothing outside it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def file(self, name: str) -> Path:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BundleError(f"{self.path}: refusing file name {name!r}")
+        return self.path / name
+
+
+def _load_keras(d: Any, cm: dict[str, Any], bm: dict[str, Any], spec: dict[str, Any],
                 weights: str | Path | None) -> keras.Model:
     """The bundle's Keras network (imports TensorFlow); head-only bundles need the weights."""
     from .network import build_network, keras, set_tf_threads
 
     set_tf_threads()
     if cm["storage"] == "full":
-        return keras.models.load_model(d / "model.keras", safe_mode=True, compile=False)
+        return keras.models.load_model(d.file("model.keras"), safe_mode=True, compile=False)
     model = build_network(spec, weights_for_load(bm, weights), augment=False)
     if cm["head"] == "logistic":
-        top = keras.models.load_model(d / "head.keras", safe_mode=True, compile=False)
+        top = keras.models.load_model(d.file("head.keras"), safe_mode=True, compile=False)
         for layer in top.layers:
             if layer.weights:
                 model.get_layer(layer.name).set_weights(layer.get_weights())

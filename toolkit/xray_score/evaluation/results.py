@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.datasets import patient_id
+from ..io.text import csv_unsafe
 from ..labels import LABEL_TO_INT, to_binary
 from .bootstrap import bootstrap_cis
 from .metrics import NAN, binary_metrics, majority_class_reference, threshold_table
@@ -51,7 +52,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         raw = pd.read_parquet(path).astype(object).where(lambda d: d.notna(), "")
     else:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False).map(csv_unsafe)
     return results_frame(raw.to_dict("records"), list(raw.columns))
 
 

@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+from .text import csv_safe
+
 FORMATS = ("csv", "parquet")
 _FLOAT = {"p_pneumonia", "threshold", "ms"}
 _INT = {"width", "height", "scored_in_run"}
@@ -86,7 +88,10 @@ def write_frame_atomic(df: pd.DataFrame, out: Path) -> int:
             df.to_parquet(fh, index=False)
         else:
             text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
-            df.to_csv(text, index=False)
+            safe = df.copy()
+            for column in safe.select_dtypes(include="object").columns:
+                safe[column] = safe[column].map(csv_safe)
+            safe.to_csv(text, index=False)
             text.flush()
             text.detach()
     return len(df)
@@ -98,7 +103,7 @@ def _write_csv(fh: Any, columns: list[str], rows: Iterable[dict[str, Any]]) -> i
     writer.writeheader()
     n = 0
     for row in rows:
-        writer.writerow(row)
+        writer.writerow({k: csv_safe(v) for k, v in row.items()})
         n += 1
     text.flush()
     text.detach()

@@ -67,6 +67,10 @@ class Bundle:
         return self.meta.get("history") or (self.meta.get("cnn") or {}).get("history") or {}
 
     def file(self, name: str) -> Path:
+        """A model file of this bundle: only names bundle.json lists (verified at load)."""
+        if name not in (self.meta.get("files") or {}):
+            raise BundleError(f"{self.path}: {name!r} is not listed in bundle.json's files "
+                              "(unverified); refusing to load it")
         return self.path / name
 
     @classmethod
