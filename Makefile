@@ -12,7 +12,7 @@ DATA    = $(SHARED)/data
 WEIGHTS = $(SHARED)/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5
 DEMO   ?= demo
 
-.PHONY: install test demo models reports bench lint clean
+.PHONY: install install-run test demo models reports bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[test]"
 
+install-run: $(BIN)/python
+	$(BIN)/python -m pip install --quiet .
+
 lint: install
 	$(BIN)/ruff check toolkit tests benchmarks scripts
 
@@ -28,7 +31,7 @@ test: install lint
 	bash scripts/ensure-chromium
 	$(BIN)/python -m pytest -q -ra
 
-demo: install
+demo: install-run
 	$(BIN)/python scripts/fetch_demo_sample.py $(DEMO)/sample
 	cd $(DEMO) && ../$(BIN)/xray-score batch sample --out results/batch.csv; \
 	  code=$$?; [ $$code -eq 0 ] || [ $$code -eq 10 ] || exit $$code

@@ -135,7 +135,7 @@ def main() -> None:
                            "--no-report", "--jobs", str(args.jobs)])
             log.info("peak RSS scoring %6d files: main %7.0f MB, main+workers %7.0f MB "
                      "(%.1f img/s)", n, r["main_peak_mb"], r["tree_peak_mb"],
-                     r["images_per_second"])
+                     r["images_per_second_including_startup"])
             if n != max(sizes):
                 shutil.rmtree(folder)
         if args.only != "dask":

@@ -199,11 +199,13 @@ def test_continue_skips_already_scored(baseline_bundle, tmp_path):
     second = cli("batch", folder, "--model", baseline_bundle.path, "--out", out, "--continue")
     assert second.exit_code == ExitCode.SOME_FAILED  # the empty file's error row is kept
     s = summary(second)  # the ledger keeps deterministic errors (empty) for unchanged content
-    assert s["skipped"] == 4 and s["scored"] == 1 and s["errors"] == 0
+    assert s["reused"] == 4 and s["scored"] == 1 and s["errors"] == 0
     rows = read_rows(out)
     ok = [Path(r["path"]).name for r in rows if r["status"] == "ok"]
     assert sorted(ok) == ["img00.jpeg", "img01.png", "img02.jpeg", "new.png"]  # once each
-    assert rows[0].keys() == read_rows(out)[-1].keys()  # one header, appended rows
+    lines = out.read_text(encoding="utf-8").splitlines()  # rewritten whole: one header
+    assert lines.count(",".join(rows[0])) == 1 and len(lines) == 1 + len(rows) == 6
+    assert {r["scored_in_run"] for r in rows if r["path"].endswith("new.png")} == {"2"}
     third = cli("batch", folder, "--model", baseline_bundle.path, "--out", out, "--continue")
     assert summary(third)["scored"] == 0
 
@@ -302,5 +304,5 @@ def test_continue_recognises_odd_file_names(baseline_bundle, tmp_path):
     assert cli("batch", folder, "--model", baseline_bundle.path, "--out", out).exit_code == 0
     again = cli("batch", folder, "--model", baseline_bundle.path, "--out", out, "--continue")
     assert again.exit_code == 0
-    assert summary(again)["skipped"] == 4 and summary(again)["scored"] == 0
-    assert len(read_rows(out)) == 4  # nothing scored twice
+    assert summary(again)["reused"] == 4 and summary(again)["scored"] == 0
+    assert {r["scored_in_run"] for r in read_rows(out)} == {"1"}  # nothing scored twice

@@ -92,19 +92,41 @@ class RunStats:
     n_files: int = 0
     n_ok: int = 0
     n_error: int = 0
-    n_skipped: int = 0
     errors_by_kind: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
+    seconds: float = 0.0  # scoring, from the first file sent to the last row written
+    startup_seconds: float | None = None  # until the first batch of rows (workers, model)
+    startup_rows: int = 0  # rows in that first batch
+
+    def record(self, rows: list[dict[str, Any]], since_start: float) -> None:
+        """Count a batch of rows written ``since_start`` seconds into the run."""
+        if self.startup_seconds is None:
+            self.startup_seconds, self.startup_rows = since_start, len(rows)
+        for row in rows:
+            if row["status"] == "ok":
+                self.n_ok += 1
+            else:
+                self.n_error += 1
+                self.errors_by_kind[row["error_kind"]] += 1
 
     @property
-    def images_per_second(self) -> float:
-        return (self.n_ok + self.n_error) / self.seconds if self.seconds else 0.0
+    def images_per_second_including_startup(self) -> float | None:
+        """Files per second over the whole scoring phase (worker start and model load too)."""
+        n = self.n_ok + self.n_error
+        return round(n / self.seconds, 2) if n and self.seconds else None
+
+    @property
+    def images_per_second_after_startup(self) -> float | None:
+        """Files per second once the first batch is out (the pipeline's running speed)."""
+        n = self.n_ok + self.n_error - self.startup_rows
+        left = self.seconds - (self.startup_seconds or 0.0)
+        return round(n / left, 2) if n > 0 and left > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.n_files, "scored": self.n_ok, "errors": self.n_error,
-                "skipped": self.n_skipped, "errors_by_kind": dict(self.errors_by_kind),
+                "errors_by_kind": dict(self.errors_by_kind),
                 "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 2)}
+                "images_per_second_including_startup": self.images_per_second_including_startup,
+                "images_per_second_after_startup": self.images_per_second_after_startup}
 
 
 class BatchScorer:
@@ -221,12 +243,7 @@ class BatchScorer:
         for batch in self.iter_batches(paths):
             rows = self.rows(batch, labels)
             sink.write(rows)
-            for row in rows:
-                if row["status"] == "ok":
-                    stats.n_ok += 1
-                else:
-                    stats.n_error += 1
-                    stats.errors_by_kind[row["error_kind"]] += 1
+            stats.record(rows, time.perf_counter() - start)
             if time.perf_counter() - last_log > 10:
                 last_log = time.perf_counter()
                 log.info("%d/%d files done", stats.n_ok + stats.n_error, len(paths))

@@ -43,10 +43,8 @@ def embed_folder(bundle: Any, folder: Path, out: Path, n_jobs: int = 2,
             emb = scorer.predictor.embed(scorer.preprocessor.stack([r.x for r in batch]))
             cols = pd.DataFrame(emb, columns=[f"e{i}" for i in range(emb.shape[1])])
             base = pd.concat([base, cols], axis=1)
-            stats.n_ok += len(batch)
-        else:
-            stats.n_error += 1
-            stats.errors_by_kind[batch[0].error_kind] += 1
+        stats.record(base[["status", "error_kind"]].to_dict("records"),
+                     time.perf_counter() - start)
         frames.append(base)
     stats.seconds = time.perf_counter() - start
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

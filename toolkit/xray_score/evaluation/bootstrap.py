@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sklearn
+from scipy import stats
 
 from ..model.decision import decide
 from .metrics import CI_METRICS, NAN, _arrays, _ranking_metrics, _threshold_metrics
@@ -66,6 +67,45 @@ def _percentiles(draws: np.ndarray, alpha: float) -> dict[str, tuple[float, floa
         else:
             lo, hi = np.quantile(col, [alpha / 2, 1 - alpha / 2])
             out[name] = (float(lo), float(hi))
+    return out
+
+
+# metric -> (successes, trials) keys of binary_metrics' confusion counts
+PROPORTIONS = {
+    "accuracy": (("tp", "tn"), ("tp", "tn", "fp", "fn")),
+    "sensitivity": (("tp",), ("tp", "fn")),
+    "specificity": (("tn",), ("tn", "fp")),
+    "precision": (("tp",), ("tp", "fp")),
+    "npv": (("tn",), ("tn", "fn")),
+}
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact binomial interval for ``k`` successes in ``n`` trials."""
+    if n <= 0:
+        return (NAN, NAN)
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return (lo, hi)
+
+
+def with_exact_intervals(ci: dict[str, tuple[float, float]], counts: dict[str, Any],
+                         alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Widen each proportion's bootstrap interval to contain its Clopper-Pearson interval.
+
+    A bootstrap of 8 perfect calls gives "1.000-1.000"; the exact interval (0.631-1.000) says
+    what 8 cases can show. The exact interval counts images as independent, the bootstrap
+    resamples patients: the union keeps whichever is more cautious.
+    """
+    out = dict(ci)
+    for name, (hits, trials) in PROPORTIONS.items():
+        k, n = sum(int(counts[h]) for h in hits), sum(int(counts[t]) for t in trials)
+        lo, hi = clopper_pearson(k, n, alpha)
+        if np.isnan(lo):
+            continue
+        b_lo, b_hi = out.get(name, (NAN, NAN))
+        out[name] = (lo if np.isnan(b_lo) else min(lo, b_lo),
+                     hi if np.isnan(b_hi) else max(hi, b_hi))
     return out
 
 

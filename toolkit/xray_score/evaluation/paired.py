@@ -13,7 +13,7 @@ from scipy import stats
 
 from ..labels import to_binary
 from ..model.decision import decide
-from .bootstrap import bootstrap_ci
+from .bootstrap import bootstrap_ci, with_exact_intervals
 from .metrics import NAN, _arrays, binary_metrics, majority_class_reference
 from .results import label_mask, patient_groups
 
@@ -144,9 +144,9 @@ def compare_models(
         out["per_model"] = {
             m["model_id"]: {
                 "metrics": binary_metrics(y, cols[m["model_id"]][0][mask], m["threshold"]),
-                "ci": bootstrap_ci(
+                "ci": with_exact_intervals(bootstrap_ci(
                     y, cols[m["model_id"]][0][mask], m["threshold"], groups, n_boot, seed, alpha
-                ),
+                ), binary_metrics(y, cols[m["model_id"]][0][mask], m["threshold"]), alpha),
             }
             for m in models
         }

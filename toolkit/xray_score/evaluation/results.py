@@ -13,11 +13,12 @@ import pandas as pd
 from ..io.datasets import patient_id
 from ..io.text import csv_unsafe
 from ..labels import LABEL_TO_INT, to_binary
-from .bootstrap import bootstrap_cis
+from .bootstrap import bootstrap_cis, with_exact_intervals
 from .metrics import NAN, binary_metrics, majority_class_reference, threshold_table
 
 log = logging.getLogger(__name__)
 
+SMALL_CLASS = 30  # fewer images of a class than this: intervals are wide, the report says so
 NUMERIC_COLUMNS = ("p_pneumonia", "threshold", "ms", "width", "height", "scored_in_run")
 
 
@@ -155,11 +156,14 @@ def evaluate_results(
     y, p = to_binary(lab["true_label"].astype(str).str.strip()), lab["p_pneumonia"].to_numpy(float)
     groups = patient_groups(lab)
     ci_t, ci_half = bootstrap_cis(y, p, [t, 0.5], groups, n_boot, seed)
+    at_t, at_half = binary_metrics(y, p, t), binary_metrics(y, p, 0.5)
+    counts = {name: int((y == code).sum()) for name, code in LABEL_TO_INT.items()}
     return out | {
-        "at_threshold": binary_metrics(y, p, t),
-        "at_0.5": binary_metrics(y, p, 0.5),
-        "ci_threshold": ci_t,
-        "ci_0.5": ci_half,
+        "at_threshold": at_t,
+        "at_0.5": at_half,
+        "ci_threshold": with_exact_intervals(ci_t, at_t),
+        "ci_0.5": with_exact_intervals(ci_half, at_half),
+        "small_classes": {k: v for k, v in counts.items() if v < SMALL_CLASS},
         "majority": majority_class_reference(y),
         "threshold_table": threshold_table(
             y, p, sorted({*np.round(np.arange(0.05, 0.951, 0.05), 2), round(t, 4)})

@@ -101,6 +101,8 @@ def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
                 yield path
             elif entry.is_symlink():
                 log.warning("skipping broken symlink %s", path)
+            else:
+                log.warning("skipping %s: not a regular file (FIFO, socket or device)", path)
         except OSError as exc:  # e.g. ELOOP on a self-referencing symlink
             log.warning("skipping %s: %s", path, exc)
 
