@@ -12,18 +12,8 @@ import click
 
 from ..errors import UsageError
 from ..io.atomic import FORMATS
-from .common import (
-    DEFAULT_RESULTS_DIR,
-    cnn_runtime_options,
-    command_line,
-    default_out,
-    echo_summary,
-    handle_errors,
-    report_meta,
-    resolve_model,
-    run_meta,
-    runtime_options,
-)
+from . import common
+from .common import DEFAULT_RESULTS_DIR, cnn_runtime_options, handle_errors
 
 log = logging.getLogger("xray_score")
 
@@ -90,7 +80,7 @@ def batch(ctx: click.Context, config: str | None, resume: bool, **options: Any) 
             summary["report"] = str(write_summary_report(result, bundle, job.out, started))
         except Exception:  # noqa: BLE001 - the results are written; the summary is a courtesy
             log.exception("could not write the HTML run summary (results are in %s)", job.out)
-    echo_summary(summary)
+    common.echo_summary(summary)
     return result.code
 
 
@@ -100,9 +90,9 @@ def write_summary_report(result: Any, bundle: Any, out: Path, started: float) ->
     from ..report import write_run_summary
 
     df = results_frame(result.rows, result.columns)
-    return write_run_summary(df, out.with_suffix(".html"), bundle_meta=report_meta(bundle),
-                             run_meta=run_meta(command_line(), started, [bundle],
-                                               results=str(out)))
+    meta = common.run_meta(common.command_line(), started, [bundle], results=str(out))
+    return write_run_summary(df, out.with_suffix(".html"), bundle_meta=common.report_meta(bundle),
+                             run_meta=meta)
 
 
 def _config_values(ctx: click.Context, path: Path) -> dict[str, Any]:
@@ -142,10 +132,10 @@ def build_job(opts: dict[str, Any], resume: bool, jobs_given: bool) -> tuple[Any
         raise UsageError("--num-parts needs --ledger: one ledger shared by every shard")
     if (opts["backend"] == "dask") != bool(opts["scheduler"]):
         raise UsageError("--backend dask and --scheduler ADDRESS go together")
-    bundle = resolve_model(opts["model"])
+    bundle = common.resolve_model(opts["model"])
     suffix = ".parquet" if opts["fmt"] == "parquet" else ".csv"
-    out = Path(opts["out"]) if opts["out"] else default_out(root, bundle.model_id).with_suffix(
-        suffix)
+    out = (Path(opts["out"]) if opts["out"]
+           else common.default_out(root, bundle.model_id).with_suffix(suffix))
     if opts["ledger"]:
         ledger = Path(opts["ledger"])
     elif opts["out"]:
@@ -157,6 +147,6 @@ def build_job(opts: dict[str, Any], resume: bool, jobs_given: bool) -> tuple[Any
               timeout=float(opts["timeout"]) if opts["timeout"] else None,
               batch_size=int(opts["batch_size"]), num_parts=num_parts, part_id=part_id,
               backend=opts["backend"], scheduler=opts["scheduler"],
-              predictor_kwargs=runtime_options(opts["weights"], opts.get("engine")),
+              predictor_kwargs=common.runtime_options(opts["weights"], opts.get("engine")),
               argv=sys.argv[1:], keep_rows=bool(opts["report"]))
     return job, bundle

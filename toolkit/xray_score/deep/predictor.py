@@ -47,16 +47,11 @@ class CnnPredictor:
                  embedding_dim: int | None = None) -> None:
         if model is None and model_loader is None:
             raise UsageError("CnnPredictor needs a Keras model or a way to load one")
-        self._model = model
-        self._model_loader = model_loader
-        self._embedding_dim = embedding_dim
-        self.lite = lite
-        self.spec = spec
-        self.booster = booster
+        self._model, self._model_loader, self._embedder = model, model_loader, None
+        self._embedding_dim, self.lite = embedding_dim, lite
+        self.spec, self.booster, self.weights_info = spec, booster, weights_info
         self.history = history or {}
-        self.weights_info = weights_info
         self.input_size = int(spec["input_size"])
-        self._embedder: keras.Model | None = None
 
     @property
     def model(self) -> keras.Model:
