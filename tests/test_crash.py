@@ -161,15 +161,16 @@ def test_sigterm_and_sigint_end_the_run_cleanly(baseline_bundle, tmp_path, sig, 
     children = _wait_for_workers(proc, ledger)
     os.kill(proc.pid, sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == code, stderr.decode()
-    assert "interrupted" in stderr.decode() and "Traceback" not in stderr.decode()
-    assert _all_gone(children)
+    log = stderr.decode()
+    assert proc.returncode == code, log
+    assert "interrupted" in log and "Traceback" not in log, log
+    assert _all_gone(children), log
     db = sqlite3.connect(ledger)
     state, exit_status = db.execute("SELECT state, exit_status FROM runs").fetchone()
-    assert (state, exit_status) == ("interrupted", code)
+    assert (state, exit_status) == ("interrupted", code), log
     committed = rows_in(ledger)
-    assert committed >= 4  # what was committed before the signal is kept
-    assert summary_line(stdout)["interrupted"] == signal.Signals(sig).name
+    assert committed >= 4, log  # what was committed before the signal is kept
+    assert summary_line(stdout)["interrupted"] == signal.Signals(sig).name, stdout
     resumed = batch(folder, baseline_bundle, out)  # the same command finishes the job
     assert resumed.exit_code == ExitCode.OK
     assert summary(resumed)["scored"] == 400 - committed

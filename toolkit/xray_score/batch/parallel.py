@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from joblib import Parallel, delayed
+from joblib.parallel import LokyBackend, get_active_backend
 
 from ..errors import ErrorKind
 
@@ -60,14 +61,17 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="xray-score-parent-watch", daemon=True).start()
 
 
-def _indexed(func: Callable[[T], R], index: int, item: T, parent_pid: int) -> tuple[int, R]:
-    die_with_parent(parent_pid)
+def worker_backend() -> Any:
+    """The backend to run on: joblib's active one, except that local (loky) worker processes
+    start :func:`die_with_parent` as they start, before any task reaches them."""
+    backend, _ = get_active_backend()
+    if isinstance(backend, LokyBackend):
+        return LokyBackend(initializer=die_with_parent, initargs=(os.getpid(),))
+    return None
+
+
+def _indexed(func: Callable[[T], R], index: int, item: T) -> tuple[int, R]:
     return index, func(item)
-
-
-def _guarded(func: Callable[[T], R], item: T, parent_pid: int) -> R:
-    die_with_parent(parent_pid)
-    return func(item)
 
 
 def resilient_map(
@@ -85,12 +89,11 @@ def resilient_map(
     """
     source = iter(enumerate(items))
     in_flight: dict[int, T] = {}
-    me = os.getpid()
 
     def feed() -> Iterator[Any]:
         for index, item in source:
             in_flight[index] = item
-            yield delayed(_indexed)(func, index, item, me)
+            yield delayed(_indexed)(func, index, item)
 
     if n_jobs == 1 and timeout is None:
         for index, item in source:
@@ -104,6 +107,7 @@ def resilient_map(
     while True:
         runner = Parallel(
             n_jobs=n_jobs,
+            backend=worker_backend(),
             timeout=timeout,
             return_as="generator_unordered",
             pre_dispatch=pre_dispatch,
@@ -129,8 +133,8 @@ def resilient_map(
 def _run_isolated(func: Callable[[T], R], item: T, timeout: float | None) -> R | TaskFailure:
     """Run one task alone in a worker process, so a hang or crash is its own."""
     try:
-        (result,) = Parallel(n_jobs=2, timeout=timeout)([delayed(_guarded)(func, item,
-                                                                          os.getpid())])
+        (result,) = Parallel(n_jobs=2, timeout=timeout, backend=worker_backend())(
+            [delayed(func)(item)])
         return result
     except Exception as exc:  # noqa: BLE001 - TerminatedWorkerError, KilledWorker, pickling ...
         name = type(exc).__name__
