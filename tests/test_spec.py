@@ -42,4 +42,4 @@ def test_cnn_spec_errors_are_usage_errors(override):
 def test_every_shipped_pipeline_validates():
     for path in [*ROOT.glob("pipelines/*.yaml"), *ROOT.glob("pipelines/seeds/*.yaml")]:
         if path.name != "nightly.yaml":  # a job file, not a pipeline
-            assert load_pipeline(str(path))["kind"] in ("baseline", "cnn")
+            assert load_pipeline(str(path))["kind"] in ("baseline", "cnn", "ensemble")

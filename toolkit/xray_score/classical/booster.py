@@ -44,6 +44,7 @@ class BaselinePredictor:
     booster: Any
     spec: dict[str, Any]
     history: dict[str, list[float]] = field(default_factory=dict)
+    training_rows: int | None = None  # feature rows fitted on (films + re-framed copies)
 
     @property
     def input_size(self) -> int:
@@ -66,6 +67,7 @@ class BaselinePredictor:
             "model_file": MODEL_FILE,
             "best_iteration": int(self.booster.best_iteration or self.booster.num_trees()),
             "history": self.history,
+            "training_rows": self.training_rows,
         }
         return extra, [MODEL_FILE]
 
@@ -108,7 +110,8 @@ def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
              booster.best_iteration)
     flat = {f"{name}_{metric}": [float(v) for v in values]
             for name, metrics in history.items() for metric, values in metrics.items()}
-    return BaselinePredictor(booster=booster, spec=spec, history=flat)
+    return BaselinePredictor(booster=booster, spec=spec, history=flat,
+                             training_rows=int(len(x_train)))
 
 
 def _class_weights(y: np.ndarray, policy: str | None) -> np.ndarray | None:

@@ -6,15 +6,18 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..io.decode import MAX_PIXELS
 from ..io.preprocess import Preprocessor
 from ..model.kinds import KindBase, register_kind
 from ..model.spec import check_section
+from .augmented import augmentation_options, augmented_features
 from .booster import LIGHTGBM_KEYS, BaselinePredictor, fit_baseline
 from .features import HogLbpFeatures
 
 FEATURE_KEYS = tuple(HogLbpFeatures().get_params())
 TRAINING_KEYS = ("class_weight", "early_stopping_rounds", "seed", "threads")
+AUGMENTATION_KEYS = ("copies", "framing", "intensity")
 
 
 def feature_extractor(spec: dict[str, Any]) -> HogLbpFeatures:
@@ -33,16 +36,30 @@ class BaselineKind(KindBase):
         check_section(spec, "features", set(FEATURE_KEYS) - {"image_size"})
         check_section(spec, "model", LIGHTGBM_KEYS)
         check_section(spec, "training", TRAINING_KEYS)
-        check_section(spec, "", {"features", "model", "training"})
+        check_section(spec, "augmentation", AUGMENTATION_KEYS)
+        check_section(spec, "", {"features", "model", "training", "augmentation"})
+        try:
+            augmentation_options(spec)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
 
-    def preprocessor(self, spec: dict[str, Any]) -> Preprocessor:
+    def preprocessor(self, spec: dict[str, Any], features: bool = True) -> Preprocessor:
         decode = spec.get("decode") or {}
-        return Preprocessor(size=int(spec["input_size"]), transform=feature_extractor(spec),
+        return Preprocessor(size=int(spec["input_size"]),
+                            transform=feature_extractor(spec) if features else None,
                             jpeg_draft=bool(decode.get("jpeg_draft", False)),
                             max_pixels=int(decode.get("max_pixels", MAX_PIXELS)))
 
+    def training_preprocessor(self, spec: dict[str, Any]) -> Preprocessor:
+        """Pixels when the pipeline augments (features come after re-framing), else features."""
+        return self.preprocessor(spec, features=not augmentation_options(spec)[0])
+
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
             y_val: np.ndarray, spec: dict[str, Any], **options: Any) -> BaselinePredictor:
+        if x_train.ndim == 3:  # canonical pixels: add re-framed copies, then features
+            threads = int((spec.get("training") or {}).get("threads", 0)) or 2
+            x_train, y_train = augmented_features(x_train, y_train, feature_extractor(spec),
+                                                  spec, n_jobs=threads)
         return fit_baseline(x_train, y_train, x_val, y_val, spec)
 
     def load(self, bundle: Any, weights: str | None = None,

@@ -51,7 +51,7 @@ def score_folder(bundle: Any, folder: Path, csv_path: Path, n_jobs: int,
 
 def evaluate_folder(bundle: Any, folder: Path, out_html: Path, csv_path: Path,
                     n_jobs: int = 2, thumbnails: bool = True, command: str = "",
-                    **predictor_kwargs: Any) -> tuple[Path, RunStats]:
+                    framing: bool = True, **predictor_kwargs: Any) -> tuple[Path, RunStats]:
     from ..report import write_evaluation_report
     from ..report.gallery import thumbnails_for
 
@@ -61,10 +61,18 @@ def evaluate_folder(bundle: Any, folder: Path, out_html: Path, csv_path: Path,
         log.warning("%s is not a labeled folder: the report has no accuracy figures", folder)
     thumbs = (thumbnails_for(df, bundle, scorer.predictor)
               if thumbnails and LABEL_COLUMN in df else None)
+    check = None
+    if framing and LABEL_COLUMN in df:
+        from ..evaluation.framing import framing_scores, framing_summary
+
+        labels = dict(zip(df["path"], df[LABEL_COLUMN], strict=True))
+        ok = df[df["status"] == "ok"]["path"].tolist()
+        log.info("framing check: scoring %d films re-framed %d ways", len(ok), 6)
+        check = framing_summary(framing_scores(scorer, ok, labels), bundle.threshold)
     path = write_evaluation_report(df, out_html, bundle_meta=report_meta(bundle),
                                    run_meta=run_meta(command, started, [bundle],
                                                      results=str(csv_path)),
-                                   thumbnails=thumbs)
+                                   thumbnails=thumbs, framing=check)
     return path, stats
 
 
@@ -77,10 +85,14 @@ def evaluate_folder(bundle: Any, folder: Path, out_html: Path, csv_path: Path,
               help="Per-image results CSV (default: beside the report).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
 @click.option("--no-thumbnails", is_flag=True, help="Leave the image gallery out of the report.")
+@click.option("--framing-check/--no-framing-check", default=True, show_default=True,
+              help="Labeled folders: also score every film re-framed (the framing-shift check; "
+              "about 6x the scoring time).")
 @cnn_runtime_options
 @handle_errors
 def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | None, jobs: int,
-             no_thumbnails: bool, weights: str | None, engine: str) -> int:
+             no_thumbnails: bool, framing_check: bool, weights: str | None,
+             engine: str) -> int:
     """Score a labeled FOLDER and write an HTML evaluation report with CIs."""
     bundle = resolve_model(model)
     out_path = Path(out) if out else default_out(Path(folder), bundle.model_id,
@@ -88,6 +100,7 @@ def evaluate(folder: str, model: str | None, out: str | None, csv_out: str | Non
     csv_path = Path(csv_out) if csv_out else out_path.with_suffix(".csv")
     report, stats = evaluate_folder(bundle, Path(folder), out_path, csv_path, jobs,
                                     thumbnails=not no_thumbnails, command=command_line(),
+                                    framing=framing_check,
                                     **runtime_options(weights, engine))
     echo_summary({"report": str(report), "results": str(csv_path),
                   "model_id": bundle.model_id, **stats.as_dict()})

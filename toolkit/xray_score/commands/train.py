@@ -67,3 +67,23 @@ def train_baseline(**options: Any) -> int:
 def train_cnn(**options: Any) -> int:
     """A Keras CNN (embedding backbone + head, optionally fine-tuned)."""
     return run_training("cnn", **options)
+
+
+@train.command("ensemble")
+@click.option("--member", "members", multiple=True,
+              help="A member bundle (repeat; default: the pipeline's members).")
+@click.option("--val", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Labeled validation folder the ensemble's calibration is fitted on (keep "
+              "it the members' --val: the same patients stay out of every fit).")
+@click.option("--out", required=True, type=click.Path(), help="Bundle directory.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a pipeline value, e.g. --set weights=[2,1].")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Worker processes.")
+@click.option("--pipeline", default="ensemble", show_default=True,
+              help="Pipeline YAML (path or shipped name).")
+@handle_errors
+def train_ensemble(members: tuple[str, ...], overrides: tuple[str, ...], **options: Any) -> int:
+    """The mean logit of trained bundles, with its own calibration and threshold."""
+    if members:
+        overrides += (f"members={list(members)}",)
+    return run_training("ensemble", data=None, overrides=overrides, **options)

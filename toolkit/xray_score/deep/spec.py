@@ -27,7 +27,9 @@ training:
                     dark_training_only (default false: applied at inference too),
                     blur (largest Gaussian sigma), sharpen (largest unsharp-mask amount),
                     jpeg_quality ([low, high] re-compression),
-                    degrade_p (probability of each; default 0.5): see xray_score.deep.degrade}
+                    degrade_p (probability of each; default 0.5): see xray_score.deep.degrade,
+                    framing, intensity (numpy re-framing and re-lighting of every training
+                    image, both classes alike): see xray_score.model.augment}
   seed, deterministic (tf op determinism)
 input_size          S (top level of the pipeline)
 (``model`` and ``training`` are merged, so a key may sit in either section.)
@@ -40,6 +42,7 @@ import re
 from typing import Any
 
 from ..errors import UsageError
+from ..model.augment import check_options as check_framing
 from .degrade import KEYS as DEGRADE_KEYS
 from .degrade import check_options
 
@@ -55,7 +58,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 AUGMENTATION_KEYS = {"zoom", "rotation_deg", "shift", "shear", "flip", "fill_mode",
                      "brightness", "contrast", "dark_threshold", "dark_training_only",
-                     *DEGRADE_KEYS}
+                     "framing", "intensity", *DEGRADE_KEYS}
 _PIPELINE_ONLY_KEYS = {"kind", "name", "description", "calibration", "threshold", "validation"}
 
 
@@ -94,3 +97,4 @@ def _validate(s: dict[str, Any]) -> None:
         raise UsageError(f"unknown augmentation keys: {sorted(unknown)}")
     s["augmentation"] = dict(s["augmentation"] or {})
     check_options(s["augmentation"])
+    check_framing(s["augmentation"].get("framing"), s["augmentation"].get("intensity"))

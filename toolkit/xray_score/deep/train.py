@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..model.augment import augment_batch
+from ..model.augment import check_options as check_framing
 from .backbones import SCRATCH_BACKBONES, WEIGHTS_ENV, resolve_weights
 from .degrade import degrade_batch, wanted
 from .network import (
@@ -43,6 +45,8 @@ class _Batches(keras.utils.PyDataset):
         super().__init__()
         self.x, self.y, self.w = x, np.asarray(y, np.float32), sample_weight
         self.degrade = degrade if degrade and wanted(degrade) else None
+        self.framing, self.intensity = check_framing(*(
+            (degrade or {}).get(k) for k in ("framing", "intensity")))
         self.batch_size, self.shuffle = int(batch_size), shuffle
         self.rng = np.random.default_rng(seed)
         self.seed, self.epoch = int(seed), 0
@@ -54,8 +58,10 @@ class _Batches(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
         xb = self.x[idx]
-        if self.degrade is not None:  # seeded per batch: the same epoch order, the same draws
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, i])  # same order, same draws
+        if self.framing is not None or self.intensity is not None:
+            xb = augment_batch(xb, rng, self.framing, self.intensity)
+        if self.degrade is not None:
             xb = degrade_batch(xb, rng, self.degrade)
         xb = xb.astype(np.float32)[..., None]
         if self.w is None:

@@ -81,12 +81,12 @@ class MultiPreprocessor:
     parts: tuple[Preprocessor, ...]
 
     def __call__(self, path: str) -> FileResult:
-        def work(data: bytes) -> tuple[Decoded, tuple[np.ndarray, ...]]:
-            cache: dict = {}
-            outs = [part.from_bytes(data, cache) for part in self.parts]
-            return outs[0][0], tuple(x for _, x in outs)
+        return run_guarded(path, lambda data: self.from_bytes(data, {}))
 
-        return run_guarded(path, work)
+    def from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, tuple[Any, ...]]:
+        """Every part's input from one decode per distinct decode setting."""
+        outs = [part.from_bytes(data, cache) for part in self.parts]
+        return outs[0][0], tuple(x for _, x in outs)
 
     def stack(self, xs: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
         """One batch per part, from files' tuples of inputs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
@@ -11,10 +12,14 @@ from .decision import decide
 from .decision import logit as _logit
 
 
-def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str = "platt") -> dict:
+def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str = "platt",
+                    C: float | None = None) -> dict:
     """Fit a calibration map from raw model probabilities to calibrated ones.
 
-    ``platt``: logistic regression on the logit of the raw score (two numbers, a and b).
+    ``platt``: logistic regression on the logit of the raw score (two numbers, a and b);
+    ``C`` (default 1e6, i.e. none) is its L2 regularisation: smaller C keeps the slope from
+    growing steep on nearly separable validation scores, which overconfides under shift.
+    ``temperature``: one number, ``p = sigmoid(logit(raw) / T)`` (no shift of the prior).
     ``isotonic``: a monotone step function (its knots). ``none``: identity.
     """
     raw, y = np.asarray(raw, dtype=np.float64), np.asarray(y)
@@ -22,14 +27,25 @@ def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str = "platt") -> di
         return {"method": "none"}
     if len(np.unique(y)) < 2:
         raise ValueError("calibration needs both classes in the validation set")
+    z = _logit(raw)
     if method == "platt":
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y)
-        return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+        c = 1e6 if C is None else float(C)
+        lr = LogisticRegression(C=c, max_iter=1000).fit(z[:, None], y)
+        return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0]),
+                "C": c}
+    if method == "temperature":
+        def loss(log_t: float) -> float:
+            q = np.clip(expit(z / np.exp(log_t)), 1e-12, 1 - 1e-12)
+            return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+        t = float(np.exp(minimize_scalar(loss, bounds=(-5, 5), method="bounded").x))
+        return {"method": "temperature", "a": 1.0 / t, "b": 0.0, "T": t}
     if method == "isotonic":
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
         return {"method": "isotonic", "x": [float(v) for v in iso.X_thresholds_],
                 "y": [float(v) for v in iso.y_thresholds_]}
-    raise ValueError(f"unknown calibration method {method!r} (platt, isotonic, none)")
+    raise ValueError(f"unknown calibration method {method!r} (platt, temperature, isotonic, "
+                     "none)")
 
 
 def apply_calibration(cal: dict, raw: np.ndarray) -> np.ndarray:
@@ -38,7 +54,7 @@ def apply_calibration(cal: dict, raw: np.ndarray) -> np.ndarray:
     method = cal.get("method", "none")
     if method == "none":
         return raw
-    if method == "platt":
+    if method in ("platt", "temperature"):
         return expit(cal["a"] * _logit(raw) + cal["b"])
     if method == "isotonic":
         return np.interp(raw, cal["x"], cal["y"])

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .bundle import Bundle
 
 # kind name -> module that registers it when imported (kept lazy: TensorFlow stays unloaded)
-BUILTIN_KINDS = {"baseline": "xray_score.classical.kind", "cnn": "xray_score.deep.kind"}
+BUILTIN_KINDS = {"baseline": "xray_score.classical.kind", "cnn": "xray_score.deep.kind",
+                 "ensemble": "xray_score.ensemble.kind"}
 _REGISTRY: dict[str, ModelKind] = {}
 
 
@@ -87,6 +88,10 @@ class ModelKind(Protocol):
     def bundle_preprocessor(self, bundle: Bundle) -> Preprocessor:
         """The preprocessing a trained bundle's model was fitted on."""
 
+    def training_preprocessor(self, spec: dict[str, Any]) -> Preprocessor:
+        """What the training films go through (e.g. pixels, when the kind augments them
+        before its own features); validation films always get ``preprocessor``."""
+
     def fit(self, x_train: Any, y_train: np.ndarray, x_val: Any, y_val: np.ndarray,
             spec: dict[str, Any], **options: Any) -> TrainedModel:
         """Train on preprocessed arrays (``options``: e.g. the CNN's ``weights``)."""
@@ -100,12 +105,17 @@ class KindBase:
     """Defaults shared by the built-in kinds (a kind may override any of them)."""
 
     name = ""
+    needs_training_data = True  # False: ``train`` fits only on validation films (ensembles)
+    takes_input_size = True  # the pipeline names the canonical input size
 
     def check_spec(self, spec: dict[str, Any]) -> None:
         return None
 
     def bundle_preprocessor(self, bundle: Bundle) -> Preprocessor:
         return self.preprocessor(bundle.meta["pipeline"])  # type: ignore[attr-defined]
+
+    def training_preprocessor(self, spec: dict[str, Any]) -> Preprocessor:
+        return self.preprocessor(spec)  # type: ignore[attr-defined]
 
 
 def register_kind(kind: ModelKind) -> ModelKind:

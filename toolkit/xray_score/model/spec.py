@@ -17,7 +17,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "decode": {"jpeg_draft": False, "max_pixels": MAX_PIXELS},
     "calibration": {"method": "platt"},
     "threshold": {"policy": "sensitivity", "target": 0.95},
-    "validation": {"fraction": 0.15, "seed": 0},
+    "validation": {"fraction": 0.15, "seed": 0, "calibration_share": 0.5, "reframed": True},
 }
 
 
@@ -30,7 +30,7 @@ def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) ->
         raise UsageError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("kind") not in kind_names():
         raise UsageError(f"{path}: a pipeline needs 'kind:' one of {', '.join(kind_names())}")
-    if "input_size" not in spec:
+    if "input_size" not in spec and getattr(get_kind(spec["kind"]), "takes_input_size", True):
         raise UsageError(f"{path}: a pipeline needs 'input_size'")
     merged = merge(COMMON_DEFAULTS, spec)
     for dotted, value in (overrides or {}).items():
@@ -45,9 +45,9 @@ def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) ->
 COMMON_TOP_KEYS = frozenset({"kind", "name", "description", "input_size", *COMMON_DEFAULTS})
 COMMON_SECTION_KEYS = {
     "decode": {"jpeg_draft", "max_pixels"},
-    "calibration": {"method"},
+    "calibration": {"method", "C"},
     "threshold": {"policy", "target", "value"},
-    "validation": {"fraction", "seed"},
+    "validation": {"fraction", "seed", "calibration_share", "reframed"},
 }
 
 

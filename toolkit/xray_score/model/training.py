@@ -2,7 +2,8 @@
 
 labeled folder -> patient-level split (or an explicit validation folder whose patients are
 removed from training) -> the same preprocessing ``batch`` uses -> fit -> calibration and
-threshold on validation -> a verified bundle.
+threshold on the calibration half of validation (as is and re-framed) -> metrics and the
+framing-shift check on the other half -> a verified bundle.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from ..batch.parallel import TaskFailure, resilient_map
 from ..errors import UsageError
 from ..io.datasets import exclude_patients, fingerprint, patient_split, read_labeled
 from ..io.decode import PREPROCESSING_VERSION
+from ..io.reframe import REFRAMINGS
 from ..labels import CLASS_NAMES
 from .bundle import Bundle
-from .calibration import choose_threshold, fit_calibration
-from .decision import OperatingPoint
 from .kinds import Preprocessor, get_kind
 from .publish import check_out_target, discard_staging, new_staging, write_bundle
+from .validation import (
+    CROPS,
+    ORIGINAL,
+    check_scores,
+    fit_operating_point,
+    load_variants,
+    split_validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,18 @@ def load_arrays(df: pd.DataFrame, preprocessor: Preprocessor, n_jobs: int = 2,
     return x, y, [digests[i] for i in keep]
 
 
-def split_data(data: str | Path, val: str | Path | None, spec: dict[str, Any]
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_data(data: str | Path | None, val: str | Path | None, spec: dict[str, Any],
+               needs_training: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training and validation tables, with no patient on both sides."""
+    if not needs_training:  # e.g. an ensemble: its members are trained already
+        if val is None:
+            raise UsageError(f"a {spec['kind']} bundle is fitted on validation films: give --val")
+        val_df = read_labeled(val)
+        if val_df["label"].nunique() < 2:
+            raise UsageError("the validation set needs images of both classes")
+        return val_df.iloc[0:0], val_df
+    if data is None:
+        raise UsageError("--data (a labeled training folder) is required")
     df = read_labeled(data)
     if val is not None:
         val_df = read_labeled(val)
@@ -84,61 +101,89 @@ def validation_summary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[s
 
 def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, Any],
                  val: str | Path | None = None, n_jobs: int = 2, **fit_kwargs: Any) -> Bundle:
-    """Train a model of ``kind`` and write its bundle to ``out``."""
+    """Train a model of ``kind`` and write its bundle to ``out`` (see :mod:`.validation` for
+    how the validation films are used)."""
     if spec.get("kind") != kind:
         raise UsageError(f"pipeline {spec.get('name')!r} is for kind {spec.get('kind')!r}, "
                          f"not {kind!r}")
     model_kind = get_kind(kind)
-    check_out_target(out, [data] + ([val] if val is not None else []))
-    train_df, val_df = split_data(data, val, spec)
+    check_out_target(out, [p for p in (data, val) if p is not None])
+    train_df, val_df = split_data(data, val, spec, getattr(model_kind, "needs_training_data",
+                                                           True))
+    cal_df, check_df, independent = split_validation(val_df, spec)
     preprocessor = model_kind.preprocessor(spec)
-    x_tr, y_tr, d_tr = load_arrays(train_df, preprocessor, n_jobs)
-    x_val, y_val, d_val = load_arrays(val_df, preprocessor, n_jobs)
-    model = model_kind.fit(x_tr, y_tr, x_val, y_val, spec, **fit_kwargs)
+    x_tr, y_tr, d_tr = (load_arrays(train_df, model_kind.training_preprocessor(spec), n_jobs)
+                        if len(train_df) else (None, None, []))
+    crops = CROPS if (spec.get("validation") or {}).get("reframed", True) else ()
+    cal = load_variants(cal_df, preprocessor, spec, crops, n_jobs)
+    check = cal if not independent else load_variants(check_df, preprocessor, spec,
+                                                      tuple(REFRAMINGS), n_jobs)
+    x_cal, y_cal = cal.stacked(preprocessor)
+    model = model_kind.fit(x_tr, y_tr, x_cal, y_cal, spec, **fit_kwargs)
     staging = new_staging(out)
     try:
-        bundle = _finish(model, staging, out, kind, spec, val, x_val, y_val,
-                         (train_df, d_tr), (val_df, d_val))
+        extra, files = model.save(staging)  # first: a CNN then scores with its TFLite twin
+        op, calibration, threshold = fit_operating_point(model, preprocessor, cal, spec)
+        scores = check_scores(model, preprocessor, op, check)
+        meta = {
+            "kind": kind,
+            "name": spec.get("name", kind),
+            "pipeline": spec,
+            "preprocessing_version": PREPROCESSING_VERSION,
+            "input_size": int(getattr(model, "input_size", None) or spec["input_size"]),
+            "class_names": list(CLASS_NAMES),
+            "calibration": calibration,
+            "threshold": threshold,
+            **check_meta(scores, op, independent, cal_df, check_df),
+            "validation_source": str(val) if val is not None else "patient split of training data",
+            "training_data": {"train": fingerprint(train_df, _used(d_tr)),
+                              "validation": fingerprint(val_df)},
+            **extra,
+        }
+        bundle = write_bundle(out, meta, files, staging)
     except BaseException:
         discard_staging(staging)
         raise
     m = bundle.meta["validation_metrics"]
-    log.info("wrote %s (model_id %s): validation AUC %.4f, accuracy %.4f, sensitivity %.4f, "
+    log.info("wrote %s (model_id %s): check-half AUC %.4f, accuracy %.4f, sensitivity %.4f, "
              "specificity %.4f at threshold %.4f", out, bundle.model_id, m["roc_auc"] or np.nan,
              m["accuracy"], m["sensitivity"] or np.nan, m["specificity"] or np.nan,
              bundle.threshold)
     return bundle
 
 
-def _finish(model: Any, staging: Path, out: str | Path, kind: str, spec: dict[str, Any],
-            val: str | Path | None, x_val: Any, y_val: np.ndarray,
-            train_part: tuple[pd.DataFrame, list], val_part: tuple[pd.DataFrame, list]
-            ) -> Bundle:
-    """Save the model, fit calibration and threshold on validation, write the bundle."""
-    extra, files = model.save(staging)  # first: a CNN then scores with its stored TFLite twin
-    raw_val = model.predict_raw(x_val)
-    calibration = fit_calibration(raw_val, y_val, spec["calibration"].get("method", "platt"))
-    p_val = OperatingPoint(calibration, 0.5).probability(raw_val)
-    tcfg = spec["threshold"]
-    threshold = choose_threshold(p_val, y_val, tcfg.get("policy", "sensitivity"),
-                                 float(tcfg.get("target", 0.95)), float(tcfg.get("value", 0.5)))
-    threshold["chosen_on"] = "validation"
-    meta = {
-        "kind": kind,
-        "name": spec.get("name", kind),
-        "pipeline": spec,
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "input_size": int(spec["input_size"]),
-        "class_names": list(CLASS_NAMES),
-        "calibration": calibration,
-        "threshold": threshold,
-        "validation_metrics": validation_summary(y_val, p_val, threshold["value"]),
-        "validation_source": str(val) if val is not None else "patient split of training data",
-        "training_data": {"train": fingerprint(train_part[0], _used(train_part[1])),
-                          "validation": fingerprint(val_part[0], _used(val_part[1]))},
-        **extra,
+def check_meta(scores: pd.DataFrame, op: Any, independent: bool, cal_df: pd.DataFrame,
+               check_df: pd.DataFrame) -> dict[str, Any]:
+    """What bundle.json records about the check films: metrics as they are, the framing-shift
+    check, calibration error on their re-framed copies, and which patients they were."""
+    from ..evaluation.framing import framing_headline, framing_summary
+    from ..evaluation.metrics import expected_calibration_error
+
+    original = scores[scores["variant"] == ORIGINAL]
+    reframed = scores[scores["variant"] != ORIGINAL]
+    summary = framing_summary(scores, op.threshold)
+    y_orig = (original["true_label"] == CLASS_NAMES[1]).to_numpy().astype(int)
+    y_re = (reframed["true_label"] == CLASS_NAMES[1]).to_numpy().astype(int)
+    return {
+        "validation_metrics": validation_summary(y_orig, original["p_pneumonia"].to_numpy(),
+                                                 op.threshold),
+        "framing_check": {
+            "headline": framing_headline(summary),
+            "ece_reframed": expected_calibration_error(y_re, reframed["p_pneumonia"])
+            if len(reframed) else None,
+            "table": _json_records(summary),
+        },
+        "validation_split": {
+            "independent": independent,
+            "calibration_patients": sorted(cal_df["patient_id"].unique().tolist()),
+            "check_patients": sorted(check_df["patient_id"].unique().tolist()),
+        },
     }
-    return write_bundle(out, meta, files, staging)
+
+
+def _json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in df.to_dict("records")]
 
 
 def _used(digests: list[str | None]) -> list[str]:

@@ -124,6 +124,19 @@ def _labeled_figures(y: np.ndarray, p: np.ndarray, t: float) -> list[dict[str, s
     ]
 
 
+def _framing_context(df: pd.DataFrame, framing: pd.DataFrame | None,
+                     bundle_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The framing section: this folder's check and the bundle's recorded one, and how many
+    of this folder's films the bundle's operating point was fitted on."""
+    recorded = (bundle_meta.get("framing_check") or {}).get("table") or []
+    split = bundle_meta.get("validation_split") or {}
+    fitted_on = set(split.get("calibration_patients") or [])
+    patients = df["patient_id"] if "patient_id" in df else pd.Series(dtype=object)
+    fitted = int(patients.isin(fitted_on).sum()) if fitted_on and framing is not None else 0
+    return {"framing_rows": None if framing is None else framing.to_dict("records"),
+            "bundle_framing_rows": recorded, "framing_fitted": fitted}
+
+
 def _model_ids(df: pd.DataFrame, bundle_meta: Mapping[str, Any]) -> str:
     ids = sorted(df["model_id"].dropna().astype(str).unique()) if "model_id" in df else []
     return ", ".join(ids) or str(bundle_meta.get("model_id", "—"))
@@ -138,8 +151,13 @@ def write_evaluation_report(
     thumbnails: list[dict[str, Any]] | None = None,
     title: str | None = None,
     n_boot: int = 1000,
+    framing: pd.DataFrame | None = None,
 ) -> Path:
-    """One-file HTML report for result rows; the unlabeled variant when there is no true label."""
+    """One-file HTML report for result rows; the unlabeled variant when there is no true label.
+
+    ``framing``: this folder's framing-shift check (:func:`~xray_score.evaluation.framing.
+    framing_summary`); the bundle's own recorded check is shown too when it has one.
+    """
     t = result_threshold(df, _bundle_threshold(bundle_meta) or 0.5)
     res = evaluate_results(df, t, n_boot=n_boot)
     ok = scored_rows(df)
@@ -154,6 +172,7 @@ def write_evaluation_report(
         "bundle_rows": _flatten_meta(bundle_meta, BUNDLE_META_SKIP),
         "run_rows": _flatten_meta(run_meta),
         "history_fig": fg.history_figure(bundle_meta.get("history") or {}),
+        **_framing_context(df, framing, bundle_meta),
         "figures": [],
     }
     if res["labeled"]:

@@ -1,0 +1,1 @@
+"""Ensembles: bundles that average the logits of member bundles (any kinds)."""

@@ -1,0 +1,125 @@
+"""The ``ensemble`` model kind: the mean logit of member bundles, calibrated on its own.
+
+Each member scores with its own preprocessing, model and calibration (one read and one decode
+per file for all of them, as ``compare`` does); the ensemble averages the members' calibrated
+logits (optionally weighted) and fits its own calibration and threshold on validation like any
+kind. Members are pinned by ``model_id`` in ``ensemble.json`` (a listed, verified file) and
+found by their path relative to the ensemble bundle, else among the installed shipped bundles.
+An ensemble is not trained on films: ``train ensemble`` only needs validation films.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from ..errors import BundleError, UsageError
+from ..io.preprocess import MultiPreprocessor
+from ..model.bundle import Bundle
+from ..model.decision import logit
+from ..model.kinds import KindBase, register_kind
+from ..model.spec import check_section
+
+log = logging.getLogger(__name__)
+MEMBERS_FILE = "ensemble.json"
+
+
+class EnsemblePredictor:
+    """Members' calibrated logits, averaged: ``predict_raw`` of a MultiPreprocessor batch."""
+
+    def __init__(self, members: list[Bundle], weights: list[float] | None = None,
+                 predictors: list[Any] | None = None) -> None:
+        if len(members) < 2:
+            raise UsageError("an ensemble needs at least two member bundles")
+        self.members = members
+        self.weights = np.asarray(weights or [1.0] * len(members), dtype=np.float64)
+        if len(self.weights) != len(members) or (self.weights <= 0).any():
+            raise UsageError("ensemble weights: one positive number per member")
+        self.predictors = predictors or [m.predictor() for m in members]
+        self.history: dict[str, Any] = {}
+        self.input_size = max(m.input_size for m in members)  # gallery thumbnails
+
+    @property
+    def runtime(self) -> str:
+        return " + ".join(f"{m.kind} ({p.runtime})" for m, p in
+                          zip(self.members, self.predictors, strict=True))
+
+    def member_logits(self, batch: tuple[Any, ...]) -> np.ndarray:
+        """(members, N) calibrated logits of each member."""
+        return np.stack([logit(m.operating_point.probability(p.predict_raw(x)))
+                         for m, p, x in zip(self.members, self.predictors, batch, strict=True)])
+
+    def predict_raw(self, batch: tuple[Any, ...]) -> np.ndarray:
+        z = self.member_logits(batch)
+        return expit((self.weights[:, None] * z).sum(axis=0) / self.weights.sum())
+
+    def save(self, folder: Path) -> tuple[dict[str, Any], list[str]]:
+        final = folder.resolve().parent / "bundle"  # staging sits beside --out: same paths
+        entries = [{"model_id": m.model_id, "name": m.name, "kind": m.kind,
+                    "path": os.path.relpath(m.path.resolve(), final)}
+                   for m in self.members]
+        (folder / MEMBERS_FILE).write_text(json.dumps(
+            {"members": entries, "weights": self.weights.tolist()}, indent=2) + "\n")
+        return {"history": {}, "members": entries}, [MEMBERS_FILE]
+
+
+def find_member(entry: dict[str, Any], near: Path) -> Bundle:
+    """A member bundle by its recorded path (relative to the ensemble folder), else among the
+    installed shipped bundles; its model_id must be the pinned one."""
+    from ..resources import search_roots
+
+    candidates = [near / entry["path"]]
+    candidates += sorted(p.parent for root in search_roots()
+                         for p in (root / "models").glob("*/bundle.json"))
+    for folder in candidates:
+        if (folder / "bundle.json").is_file():
+            member = Bundle.load(folder)
+            if member.model_id == entry["model_id"]:
+                return member
+    raise BundleError(f"ensemble member {entry.get('name')!r} (model_id {entry['model_id']}) "
+                      f"not found at {near / entry['path']} nor among the shipped bundles")
+
+
+class EnsembleKind(KindBase):
+    name = "ensemble"
+    needs_training_data = False
+    takes_input_size = False
+
+    def check_spec(self, spec: dict[str, Any]) -> None:
+        check_section(spec, "", {"members", "weights"})
+        if not isinstance(spec.get("members"), list) or len(spec["members"]) < 2:
+            raise UsageError("an ensemble pipeline lists at least two member bundles "
+                             "(members: [path, path], or train ensemble --member B ...)")
+
+    def _members(self, spec: dict[str, Any]) -> list[Bundle]:
+        return [Bundle.load(p) for p in spec["members"]]
+
+    def preprocessor(self, spec: dict[str, Any]) -> MultiPreprocessor:
+        return MultiPreprocessor(tuple(m.preprocessor() for m in self._members(spec)))
+
+    def bundle_preprocessor(self, bundle: Bundle) -> MultiPreprocessor:
+        return MultiPreprocessor(tuple(m.preprocessor() for m in self._bundle_members(bundle)))
+
+    def fit(self, x_train: Any, y_train: Any, x_val: Any, y_val: Any, spec: dict[str, Any],
+            **options: Any) -> EnsemblePredictor:
+        return EnsemblePredictor(self._members(spec), spec.get("weights"))
+
+    def load(self, bundle: Bundle, weights: str | None = None,
+             engine: str = "auto") -> EnsemblePredictor:
+        members = self._bundle_members(bundle)
+        stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
+        return EnsemblePredictor(members, stored.get("weights"),
+                                 [m.predictor(weights=weights, engine=engine) for m in members])
+
+    def _bundle_members(self, bundle: Bundle) -> list[Bundle]:
+        stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
+        return [find_member(entry, bundle.path) for entry in stored["members"]]
+
+
+register_kind(EnsembleKind())
