@@ -46,7 +46,7 @@ def test_trained_bundle_metadata(baseline_bundle, tiny_spec):
     assert meta["threshold"]["policy"] == "sensitivity"
     assert meta["threshold"]["chosen_on"].startswith("calibration half of validation")
     assert 0 < baseline_bundle.threshold < 1
-    assert set(meta["files"]) == {meta["model_file"]}
+    assert set(meta["files"]) == {meta["model_file"], meta["domain"]["file"]}
     assert not any(p.suffix in {".pkl", ".joblib"} for p in baseline_bundle.path.iterdir())
     assert len(baseline_bundle.model_id) == 12
     json.dumps(meta)  # JSON-safe throughout

@@ -41,7 +41,7 @@ def cnn_bundle(labeled_dir, tmp_path_factory) -> Bundle:
 def test_trained_bundle_is_full_and_safe(cnn_bundle):
     meta = cnn_bundle.meta
     assert meta["kind"] == "cnn" and meta["cnn"]["storage"] == "full"
-    assert set(meta["files"]) == {"model.keras", "model.tflite"}
+    assert set(meta["files"]) == {"model.keras", "model.tflite", "domain.f32"}
     assert meta["threshold"]["policy"] == "sensitivity"
     assert cnn_bundle.history["loss"]  # training curves travel with the bundle
 

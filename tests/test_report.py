@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from xray_score.report import figures, pages, render
+from xray_score.report import compare_page, figures, pages, render
 
 EVIL = "<script>alert(1)</script>"
 BUNDLE_META = {
@@ -129,7 +129,7 @@ def write_all_kinds(out_dir: Path, n_boot: int = 50) -> dict[str, Path]:
             run_meta=RUN_META,
             n_boot=n_boot,
         ),
-        "compare": pages.write_compare_report(
+        "compare": compare_page.write_compare_report(
             make_wide(k=3),
             out_dir / "compare.html",
             models=MODELS,
@@ -198,7 +198,7 @@ def test_all_errors(tmp_path: Path) -> None:
     assert "No file could be scored" in html and "5 of 5 files failed" in html
     wide = make_wide(n=4)
     wide["p_bbb"] = np.nan
-    html = pages.write_compare_report(
+    html = compare_page.write_compare_report(
         wide, tmp_path / "c.html", models=MODELS[:2], run_meta={}
     ).read_text()
     assert "No image was scored by every model" in html
@@ -232,12 +232,12 @@ def test_lightgbm_eval_history(tmp_path: Path) -> None:
 
 
 def test_compare_labeled_and_unlabeled(tmp_path: Path) -> None:
-    html = pages.write_compare_report(
+    html = compare_page.write_compare_report(
         make_wide(k=3), tmp_path / "c.html", models=MODELS, run_meta=RUN_META, n_boot=20
     ).read_text()
     assert html.count("statistically significant at 0.05") == 6  # 3 pairs x (DeLong, McNemar)
     assert "majority class" in html and "not adjusted for multiple comparisons" in html
-    html = pages.write_compare_report(
+    html = compare_page.write_compare_report(
         make_wide(labeled=False), tmp_path / "u.html", models=MODELS[:2], run_meta=RUN_META
     ).read_text()
     assert "Spearman" in html and "DeLong p" not in html

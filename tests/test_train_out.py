@@ -84,7 +84,7 @@ def test_existing_bundle_is_replaced_and_nothing_is_left_beside_it(data, tmp_pat
     second = json.loads((out / "bundle.json").read_text())
     assert first["pipeline"]["training"]["seed"] == 0
     assert second["pipeline"]["training"]["seed"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "model.lgb.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "domain.f32", "model.lgb.txt"]
     assert [p.name for p in out.parent.iterdir()] == ["b"]  # no old copy, no staging
 
 

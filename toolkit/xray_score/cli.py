@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .commands.batch import batch
+from .commands.calibrate import calibrate
 from .commands.compare import compare
 from .commands.embed import embed
 from .commands.evaluate import evaluate
@@ -78,7 +79,7 @@ def main(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-for _command in (train, batch, evaluate, compare, embed):
+for _command in (train, batch, evaluate, compare, embed, calibrate):
     main.add_command(_command)
 
 

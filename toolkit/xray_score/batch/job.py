@@ -16,6 +16,7 @@ supported (SQLite WAL needs shared memory); run the shards of one ledger on one 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -29,10 +30,11 @@ from typing import Any
 from ..errors import ExitCode
 from ..io.atomic import write_atomic
 from ..io.text import display_path
+from .drift import ScoredSummary, check_run
 from .ledger import Ledger
 from .locking import RunLock, lock_path, out_lock_path
 from .plan import Plan, make_plan, select_part
-from .scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, RunStats
+from .scorer import EXTRA_COLUMNS, LABEL_COLUMN, BatchScorer, RunStats, result_columns
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class LedgerSink:
 
     def __init__(self, ledger: Ledger, run_id: int, plan: Plan, bar: Any = None) -> None:
         self.ledger, self.run_id, self.plan, self.bar = ledger, run_id, plan, bar
+        self.scored = ScoredSummary()  # what this run scored, for the drift check
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         keys = []
@@ -79,7 +82,8 @@ class LedgerSink:
             elif not row["sha256"] and not planned.startswith("path:"):
                 row["sha256"] = planned  # a timeout/crash row: the worker never said
             keys.append(self.plan.keys[row["path"]])
-        self.ledger.put_rows(rows, keys, self.run_id, DICOM_COLUMNS)
+        self.ledger.put_rows(rows, keys, self.run_id, EXTRA_COLUMNS)
+        self.scored.add(rows)
         if self.bar is not None:
             self.bar.update(len(rows))
 
@@ -89,13 +93,12 @@ class ExportTally:
     rows: int = 0
     failed_by_kind: Counter = field(default_factory=Counter)
     missing: int = 0
+    out_of_domain: int = 0
 
 
 def export_rows(ledger: Ledger, paths: list[str], plan: Plan, model_id: str,
                 labels: dict[str, str] | None, tally: ExportTally) -> Iterator[dict[str, Any]]:
     """One result row per file, from the ledger, in folder order (streamed in chunks)."""
-    import json
-
     for start in range(0, len(paths), _CHUNK):
         chunk = paths[start:start + _CHUNK]
         shown = [display_path(p) for p in chunk]
@@ -112,6 +115,7 @@ def export_rows(ledger: Ledger, paths: list[str], plan: Plan, model_id: str,
                 out[LABEL_COLUMN] = labels.get(path, "")
             if out["status"] != "ok":
                 tally.failed_by_kind[out["error_kind"]] += 1
+            tally.out_of_domain += out.get("in_domain") == "false"
             tally.rows += 1
             yield out
 
@@ -149,6 +153,7 @@ class JobResult:
     code: int
     rows: list[dict[str, Any]] | None
     columns: list[str]
+    trend: list[dict[str, Any]] = field(default_factory=list)  # recent runs' scored summaries
 
 
 def run_job(bundle: Any, job: Job) -> JobResult:
@@ -164,8 +169,7 @@ def run_job(bundle: Any, job: Job) -> JobResult:
         log.warning("no images found in %s%s", root,
                     f" (part {job.part})" if job.num_parts > 1 else "")
     labels = folder_labels(root, paths) if root.is_dir() else None
-    columns = (COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
-               + (DICOM_COLUMNS if has_dicom(paths) else []) + [RUN_COLUMN])
+    columns = result_columns(bundle, labels is not None, has_dicom(paths)) + [RUN_COLUMN]
     with RunLock(lock_path(job.ledger, job.num_parts, job.part_id),
                  f"the ledger {job.ledger} (part {job.part})"), \
             RunLock(out_lock_path(job.out), f"the results file {job.out}"):
@@ -179,13 +183,23 @@ def run_job(bundle: Any, job: Job) -> JobResult:
             log.info("%d file(s) in %s (part %s): %d to score, stat cache hits %d, hashed %d",
                      len(paths), root, job.part, len(plan.todo), plan.stat_hits, plan.hashed)
             runtime = None  # nothing to score: no model is loaded
+            drift = None
             if plan.todo:
                 scorer = BatchScorer(bundle, n_jobs=job.n_jobs, timeout=job.timeout,
                                      batch_size=job.batch_size, **job.predictor_kwargs)
                 with backend_context(job.backend, job.scheduler), \
                         progress_bar(len(plan.todo)) as bar:
-                    scorer.run(plan.todo, LedgerSink(ledger, run_id, plan, bar), None, stats)
+                    sink = LedgerSink(ledger, run_id, plan, bar)
+                    scorer.run(plan.todo, sink, None, stats)
                 runtime = getattr(scorer.predictor, "runtime", None)
+                if sink.scored.n:  # a run that scored nothing adds no point
+                    summary["scored_summary"] = sink.scored.as_dict()
+                    drift = check_run(ledger, run_id, bundle.model_id, sink.scored,
+                                      bundle.meta.get("reference_scores"))
+                    if drift:
+                        log.warning("drift: %s", ", ".join(
+                            f"{k} {v['run']:.3g} vs {v['reference']:.3g} (p {v['p']:.2g})"
+                            for k, v in drift.items() if isinstance(v, dict)))
             tally = ExportTally()
             exported = export_rows(ledger, paths, plan, bundle.model_id, labels, tally)
             if job.keep_rows:
@@ -195,6 +209,8 @@ def run_job(bundle: Any, job: Job) -> JobResult:
             summary.update(_summary(job, bundle.model_id, len(paths), plan, stats, tally,
                                     time.perf_counter() - started))
             summary["model_runtime"] = runtime
+            summary["drift"] = drift
+            trend = recent_trend(ledger, bundle.model_id, run_id, summary)
             state = "done"
         except KeyboardInterrupt as exc:
             code, state = getattr(exc, "exit_code", 130), "interrupted"
@@ -208,7 +224,20 @@ def run_job(bundle: Any, job: Job) -> JobResult:
         finally:
             ledger.end_run(run_id, summary, code, state)
             ledger.close()
-    return JobResult(summary, code, kept if job.keep_rows else None, columns)
+    return JobResult(summary, code, kept if job.keep_rows else None, columns, trend)
+
+
+def recent_trend(ledger: Ledger, model_id: str, run_id: int, summary: dict[str, Any],
+                 limit: int = 30) -> list[dict[str, Any]]:
+    """The scored summaries of the latest runs (oldest first), this one last if it scored."""
+    points = []
+    for counts in reversed(ledger.recent_counts(model_id, run_id, limit)):
+        past = json.loads(counts)
+        if past.get("scored_summary"):
+            points.append({**past["scored_summary"], "run_id": past.get("run_id")})
+    if summary.get("scored_summary"):
+        points.append({**summary["scored_summary"], "run_id": run_id})
+    return points
 
 
 def _tee(rows: Iterator[dict[str, Any]], into: list[dict[str, Any]]
@@ -226,6 +255,7 @@ def _summary(job: Job, model_id: str, n_files: int, plan: Plan, stats: RunStats,
         "files": n_files, "scored": stats.n_ok, "errors": stats.n_error,
         "reused": n_files - scored,
         "errors_by_kind": dict(stats.errors_by_kind),
+        "out_of_domain": stats.n_out_of_domain, "out_of_domain_rows": tally.out_of_domain,
         "rows": tally.rows, "failed_rows": sum(tally.failed_by_kind.values()),
         "failed_by_kind": dict(tally.failed_by_kind),
         "stat_cache_hits": plan.stat_hits, "hashed": plan.hashed,

@@ -116,6 +116,13 @@ class Ledger:
                             " WHERE run_id=?",
                             (_now(), json.dumps(counts), exit_status, state, run_id))
 
+    def recent_counts(self, model_id: str, before: int, limit: int) -> list[str]:
+        """The summaries (JSON) of the latest finished runs of ``model_id`` before a run."""
+        rows = self.db.execute(
+            "SELECT counts FROM runs WHERE model_id=? AND run_id<? AND state='done' AND counts"
+            " IS NOT NULL ORDER BY run_id DESC LIMIT ?", (model_id, before, limit)).fetchall()
+        return [r[0] for r in rows]
+
     def run(self, run_id: int) -> dict[str, Any]:
         return dict(self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone())
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import ErrorKind
 from ..io.text import csv_safe, display_path
+from ..model.domain import DOMAIN_COLUMNS
+from ..model.kinds import DomainAware
 
 if TYPE_CHECKING:
     from ..io.preprocess import FileResult
@@ -34,6 +36,14 @@ COLUMNS = ["path", "sha256", "model_id", "p_pneumonia", "predicted_label", "thre
            "status", "error_kind", "error", "width", "height", "ms"]
 LABEL_COLUMN = "true_label"
 DICOM_COLUMNS = ["patient_id", "study_instance_uid", "sop_instance_uid", "note"]
+EXTRA_COLUMNS = [*DOMAIN_COLUMNS, *DICOM_COLUMNS]  # kept in the ledger's extra JSON
+
+
+def result_columns(bundle: Bundle, labeled: bool, dicom: bool) -> list[str]:
+    """The columns of a results file: the row schema, the domain check when the bundle has
+    one, the true label on labeled folders, DICOM ids when there are DICOM files."""
+    return (COLUMNS + (DOMAIN_COLUMNS if bundle.meta.get("domain") else [])
+            + ([LABEL_COLUMN] if labeled else []) + (DICOM_COLUMNS if dicom else []))
 _DICOM_KEYS = {"patient_id": "PatientID", "study_instance_uid": "StudyInstanceUID",
                "sop_instance_uid": "SOPInstanceUID", "note": "note"}
 
@@ -96,12 +106,14 @@ class RunStats:
     seconds: float = 0.0  # scoring, from the first file sent to the last row written
     startup_seconds: float | None = None  # until the first batch of rows (workers, model)
     startup_rows: int = 0  # rows in that first batch
+    n_out_of_domain: int = 0  # scored, but far from what the model was trained on
 
     def record(self, rows: list[dict[str, Any]], since_start: float) -> None:
         """Count a batch of rows written ``since_start`` seconds into the run."""
         if self.startup_seconds is None:
             self.startup_seconds, self.startup_rows = since_start, len(rows)
         for row in rows:
+            self.n_out_of_domain += row.get("in_domain") == "false"
             if row["status"] == "ok":
                 self.n_ok += 1
             else:
@@ -124,6 +136,7 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.n_files, "scored": self.n_ok, "errors": self.n_error,
                 "errors_by_kind": dict(self.errors_by_kind),
+                "out_of_domain": self.n_out_of_domain,
                 "seconds": round(self.seconds, 3),
                 "images_per_second_including_startup": self.images_per_second_including_startup,
                 "images_per_second_after_startup": self.images_per_second_after_startup}
@@ -187,28 +200,40 @@ class BatchScorer:
 
     def predict(self, batch: list[FileResult], preprocessor: Any = None) -> np.ndarray:
         """Calibrated probabilities for a batch of good results (NaN where the model failed)."""
+        return self.predict_with_domain(batch, preprocessor)[0]
+
+    def predict_with_domain(self, batch: list[FileResult], preprocessor: Any = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and domain scores (NaN: failed, or no domain check)."""
         x = (preprocessor or self.preprocessor).stack([r.x for r in batch])
         try:
-            raw = self.predictor.predict_raw(x)
+            if isinstance(self.predictor, DomainAware):
+                raw, domain = self.predictor.predict_with_domain(x)
+            else:
+                raw, domain = self.predictor.predict_raw(x), None
         except (MemoryError, Exception) as exc:  # noqa: BLE001 - isolate the failing input
             if len(batch) > 1:  # smaller calls need less memory and pin a bad input down
-                return np.concatenate([self.predict([r], preprocessor) for r in batch])
+                parts = [self.predict_with_domain([r], preprocessor) for r in batch]
+                return (np.concatenate([p for p, _ in parts]),
+                        np.concatenate([d for _, d in parts]))
             oom = isinstance(exc, MemoryError)
             kind = ErrorKind.OUT_OF_MEMORY if oom else ErrorKind.MODEL_ERROR
             batch[0].error_kind = kind.value
             batch[0].error = ("out of memory running the model (retried on the next run)"
                               if oom else f"{type(exc).__name__}: {exc}")
-            return np.array([np.nan])
-        return self.bundle.operating_point.probability(raw)
+            return np.array([np.nan]), np.array([np.nan])
+        domain = np.full(len(batch), np.nan) if domain is None else np.asarray(domain, float)
+        return self.bundle.operating_point.probability(raw), domain
 
     def rows(self, batch: list[FileResult], labels: dict[str, str] | None = None
              ) -> list[dict[str, Any]]:
         """Result rows (the CSV/ledger schema, values as text) for one batch."""
-        probs = self.predict(batch) if batch[0].ok else np.array([np.nan])
+        nothing = np.array([np.nan])
+        probs, domains = self.predict_with_domain(batch) if batch[0].ok else (nothing, nothing)
         op = self.bundle.operating_point
         threshold = op.threshold
         out = []
-        for result, p in zip(batch, probs, strict=True):
+        for result, p, d in zip(batch, probs, domains, strict=True):
             row = {
                 "path": display_path(result.path),
                 "sha256": result.sha256 or "",
@@ -216,6 +241,8 @@ class BatchScorer:
                 "width": result.width if result.width is not None else "",
                 "height": result.height if result.height is not None else "",
                 "ms": round(result.ms, 2),
+                "domain_score": f"{d:.4f}" if np.isfinite(d) else "",
+                "in_domain": ("true" if d <= 1.0 else "false") if np.isfinite(d) else "",
             }
             if result.ok and np.isfinite(p):
                 row.update(p_pneumonia=f"{p:.6f}", threshold=f"{threshold:.6f}", status="ok",

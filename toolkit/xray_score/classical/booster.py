@@ -45,6 +45,7 @@ class BaselinePredictor:
     spec: dict[str, Any]
     history: dict[str, list[float]] = field(default_factory=dict)
     training_rows: int | None = None  # feature rows fitted on (films + re-framed copies)
+    domain: Any = None  # the bundle's DomainModel, when it has one
 
     @property
     def input_size(self) -> int:
@@ -60,6 +61,11 @@ class BaselinePredictor:
         # one thread: the cores belong to the decode workers; OpenMP spinning would steal them
         return np.asarray(self.booster.predict(np.asarray(batch, dtype=np.float32),
                                                num_threads=1), dtype=np.float64)
+
+    def predict_with_domain(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw probabilities and domain scores (on the same HOG/LBP features)."""
+        raw = self.predict_raw(batch)
+        return raw, None if self.domain is None else self.domain.score(batch)
 
     def save(self, folder: Path) -> tuple[dict[str, Any], list[str]]:
         self.booster.save_model(str(folder / MODEL_FILE))

@@ -78,6 +78,20 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         blank = np.zeros((self.image_size, self.image_size), np.uint8)
         return int(self.transform_one(blank).size)
 
+    def blocks(self) -> list[tuple[str, int, int]]:
+        """(name, start, stop) of each part of a feature row: hog, lbp, intensity."""
+        cells = self.image_size // self.hog_pixels_per_cell
+        per_side = max(cells - self.hog_cells_per_block + 1, 0)
+        hog = per_side ** 2 * self.hog_cells_per_block ** 2 * self.hog_orientations
+        lbp = sum(int(p) + 2 for p in self.lbp_points) * self.lbp_grid ** 2
+        parts = [("hog", hog), ("lbp", lbp), ("intensity", int(self.intensity_bins))]
+        out, start = [], 0
+        for name, size in parts:
+            if size:
+                out.append((name, start, start + size))
+                start += size
+        return out
+
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         """Features of one canonical image ``(size, size)`` uint8."""
         from skimage.exposure import equalize_adapthist

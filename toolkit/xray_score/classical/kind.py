@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import UsageError
 from ..io.decode import MAX_PIXELS
 from ..io.preprocess import Preprocessor
+from ..model.domain import DomainCheck
 from ..model.kinds import KindBase, register_kind
 from ..model.spec import check_section
 from .augmented import augmentation_options, augmented_features
@@ -64,7 +65,19 @@ class BaselineKind(KindBase):
 
     def load(self, bundle: Any, weights: str | None = None,
              engine: str = "auto") -> BaselinePredictor:
-        return BaselinePredictor.load(bundle)
+        predictor = BaselinePredictor.load(bundle)
+        predictor.domain = DomainCheck.load(bundle)
+        return predictor
+
+    def domain_blocks(self, spec: dict[str, Any], dim: int) -> list[tuple[str, int, int]]:
+        return feature_extractor(spec).blocks()  # HOG, LBP, intensity histogram
+
+    def domain_features(self, model: Any, x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+        """HOG/LBP features (computed here when ``x`` holds the augmenting path's pixels)."""
+        if x.ndim == 3:
+            extractor = feature_extractor(spec)
+            return np.stack([extractor.transform_one(img) for img in x])
+        return x
 
 
 register_kind(BaselineKind())

@@ -88,11 +88,13 @@ def write_summary_report(result: Any, bundle: Any, out: Path, started: float) ->
     """The HTML run summary beside the results (evaluates too when labels are present)."""
     from ..evaluation.results import results_frame
     from ..report import write_run_summary
+    from ..report.gallery import out_of_domain_thumbnails
 
     df = results_frame(result.rows, result.columns)
     meta = common.run_meta(common.command_line(), started, [bundle], results=str(out))
     return write_run_summary(df, out.with_suffix(".html"), bundle_meta=common.report_meta(bundle),
-                             run_meta=meta)
+                             run_meta=meta, out_of_domain=out_of_domain_thumbnails(df, bundle),
+                             trend=result.trend, drift=result.summary.get("drift"))
 
 
 def _config_values(ctx: click.Context, path: Path) -> dict[str, Any]:

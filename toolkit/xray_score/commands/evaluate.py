@@ -10,7 +10,7 @@ from typing import Any
 import click
 import pandas as pd
 
-from ..batch.scorer import COLUMNS, DICOM_COLUMNS, LABEL_COLUMN, BatchScorer, RowList, RunStats
+from ..batch.scorer import LABEL_COLUMN, BatchScorer, RowList, RunStats, result_columns
 from ..errors import ExitCode
 from ..io.atomic import write_atomic
 from ..io.datasets import folder_labels
@@ -40,8 +40,7 @@ def score_folder(bundle: Any, folder: Path, csv_path: Path, n_jobs: int,
 
     paths = require_images(folder)
     labels = folder_labels(folder, paths)
-    columns = COLUMNS + ([LABEL_COLUMN] if labels is not None else [])
-    columns += DICOM_COLUMNS if has_dicom(paths) else []
+    columns = result_columns(bundle, labels is not None, has_dicom(paths))
     scorer = BatchScorer(bundle, n_jobs=n_jobs, **predictor_kwargs)
     rows = RowList()
     stats = scorer.run(paths, rows, labels)
@@ -53,7 +52,7 @@ def evaluate_folder(bundle: Any, folder: Path, out_html: Path, csv_path: Path,
                     n_jobs: int = 2, thumbnails: bool = True, command: str = "",
                     framing: bool = True, **predictor_kwargs: Any) -> tuple[Path, RunStats]:
     from ..report import write_evaluation_report
-    from ..report.gallery import thumbnails_for
+    from ..report.gallery import out_of_domain_thumbnails, thumbnails_for
 
     started = time.time()
     df, scorer, stats = score_folder(bundle, folder, csv_path, n_jobs, **predictor_kwargs)
@@ -72,7 +71,8 @@ def evaluate_folder(bundle: Any, folder: Path, out_html: Path, csv_path: Path,
     path = write_evaluation_report(df, out_html, bundle_meta=report_meta(bundle),
                                    run_meta=run_meta(command, started, [bundle],
                                                      results=str(csv_path)),
-                                   thumbnails=thumbs, framing=check)
+                                   thumbnails=thumbs, framing=check,
+                                   out_of_domain=out_of_domain_thumbnails(df, bundle))
     return path, stats
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..io.decode import MAX_PIXELS
 from ..io.preprocess import Preprocessor
+from ..model.domain import DomainCheck
 from ..model.kinds import KindBase, register_kind
 from ..model.spec import check_section
 from .predictor import CnnPredictor
@@ -38,7 +39,12 @@ class CnnKind(KindBase):
         return fit_cnn(x_train, y_train, x_val, y_val, spec, weights=options.get("weights"))
 
     def load(self, bundle: Any, weights: str | None = None, engine: str = "auto") -> CnnPredictor:
-        return CnnPredictor.load(bundle, bundle.meta, weights=weights, engine=engine)
+        predictor = CnnPredictor.load(bundle, bundle.meta, weights=weights, engine=engine)
+        predictor.domain = DomainCheck.load(bundle)
+        return predictor
+
+    def domain_features(self, model: Any, x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+        return model.embed(x)  # the network's embedding
 
 
 register_kind(CnnKind())

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _CHUNK = 32
-TFLITE_FILE = "model.tflite"
 
 
 class CnnPredictor:
@@ -52,6 +51,7 @@ class CnnPredictor:
         self.spec, self.booster, self.weights_info = spec, booster, weights_info
         self.history = history or {}
         self.input_size = int(spec["input_size"])
+        self.domain: Any = None  # the bundle's DomainModel, when it has one
 
     @property
     def model(self) -> keras.Model:
@@ -147,78 +147,24 @@ class CnnPredictor:
 
     # -- storage
 
-    def inference_model(self) -> keras.Model:
-        """The trained network without augmentation layers (what is stored in bundles)."""
-        from .network import build_network
-
-        if not any(layer.name.startswith("aug_") for layer in self.model.layers):
-            return self.model
-        clean = build_network(self.spec, None, augment=False)
-        for layer in clean.layers:
-            if layer.weights:
-                layer.set_weights(self.model.get_layer(layer.name).get_weights())
-        return clean
-
-    def _top_model(self) -> keras.Model:
-        from .network import keras, optional_layer
-
-        inp = keras.Input((self.embedding_dim,), name="embedding_in")
-        x = inp
-        for name in ("hidden", "dropout", "head"):
-            src = optional_layer(self.model, name)
-            if src is None:
-                continue
-            layer = src.__class__.from_config(src.get_config())
-            x = layer(x)
-            layer.set_weights(src.get_weights())
-        return keras.Model(inp, x, name="head_top")
-
     def save(self, directory: str | Path) -> tuple[dict[str, Any], list[str]]:
         """Write model files into ``directory``; return (extra bundle.json keys, file names)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        head_only = not self.fine_tuned and self.weights_info is not None
-        files: list[str] = []
-        lite_meta = None
-        if not head_only:
-            network = self.inference_model()
-            network.save(d / "model.keras")
-            files.append("model.keras")
-            if self.spec.get("tflite", True):
-                lite_meta = self._save_tflite(network, d / TFLITE_FILE)
-                files.append(TFLITE_FILE)
-        elif self.head == "logistic":
-            self._top_model().save(d / "head.keras")
-            files.append("head.keras")
-        if self.head == "lightgbm":
-            self.booster.save_model(str(d / "lightgbm.txt"))
-            files.append("lightgbm.txt")
-        wi = self.weights_info or {}
-        meta = {
-            "history": _json_safe(self.history),
-            "backbone": {"name": self.spec["backbone"], "alpha": self.spec["alpha"],
-                         "weights_file": wi.get("file"), "weights_sha256": wi.get("sha256"),
-                         "fine_tuned": self.fine_tuned, "stored_in_bundle": not head_only},
-            "cnn": {"storage": "head_only" if head_only else "full", "head": self.head,
-                    "input_size": self.input_size, "spec": _json_safe(self.spec),
-                    "embedding_dim": self.embedding_dim, "tflite": lite_meta},
-        }
-        return meta, files
+        from .storage import save_predictor
 
-    def _save_tflite(self, network: keras.Model, path: Path) -> dict[str, Any]:
-        """Convert, check against Keras, write; from now on this predictor runs the TFLite
-        network (as a loaded bundle will), so validation scores come from the same runtime."""
-        from .lite import TOLERANCE, LiteNetwork, convert, max_difference
+        return save_predictor(self, Path(directory))
 
-        blob = convert(network)
-        lite = LiteNetwork(blob)
-        diff = max_difference(network, lite, self.input_size)
-        if not diff <= TOLERANCE:
-            raise BundleError(f"the TFLite network differs from Keras by {diff:.3g} "
-                              f"(> {TOLERANCE}); set 'tflite: false' in the pipeline's model")
-        path.write_bytes(blob)
-        self.lite = lite
-        return {"file": path.name, "max_abs_diff_vs_keras": diff, "runtime": lite.runtime}
+    def predict_with_domain(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw probabilities and domain scores from one pass of the network."""
+        if self.domain is None:
+            return self.predict_raw(batch), None
+        if self.lite is not None and self.head == "logistic":
+            chunks = [(self.lite.run(xb), n) for xb, n in self._batches(batch)]
+            if not chunks:
+                return np.zeros(0), np.zeros(0)
+            raw = np.concatenate([o["probability"][:n].reshape(-1) for o, n in chunks])
+            emb = np.concatenate([o["embedding"][:n] for o, n in chunks])
+            return raw.astype(float), self.domain.score(emb)
+        return self.predict_raw(batch), self.domain.score(self.embed(batch))
 
     @classmethod
     def load(cls, source: str | Path | Any, meta: dict[str, Any],
@@ -294,15 +240,3 @@ def _load_keras(d: Any, cm: dict[str, Any], bm: dict[str, Any], spec: dict[str, 
             if layer.weights:
                 model.get_layer(layer.name).set_weights(layer.get_weights())
     return model
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -23,7 +23,7 @@ from ..errors import BundleError, UsageError
 from ..io.preprocess import MultiPreprocessor
 from ..model.bundle import Bundle
 from ..model.decision import logit
-from ..model.kinds import KindBase, register_kind
+from ..model.kinds import DomainAware, KindBase, register_kind
 from ..model.spec import check_section
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,23 @@ class EnsemblePredictor:
         return " + ".join(f"{m.kind} ({p.runtime})" for m, p in
                           zip(self.members, self.predictors, strict=True))
 
-    def member_logits(self, batch: tuple[Any, ...]) -> np.ndarray:
-        """(members, N) calibrated logits of each member."""
-        return np.stack([logit(m.operating_point.probability(p.predict_raw(x)))
-                         for m, p, x in zip(self.members, self.predictors, batch, strict=True)])
-
     def predict_raw(self, batch: tuple[Any, ...]) -> np.ndarray:
-        z = self.member_logits(batch)
-        return expit((self.weights[:, None] * z).sum(axis=0) / self.weights.sum())
+        return self.predict_with_domain(batch)[0]
+
+    def predict_with_domain(self, batch: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mean logit, and the largest of the members' domain scores (the member furthest
+        from what it knows decides)."""
+        logits, domains = [], []
+        for member, predictor, x in zip(self.members, self.predictors, batch, strict=True):
+            if isinstance(predictor, DomainAware):
+                raw, domain = predictor.predict_with_domain(x)
+            else:
+                raw, domain = predictor.predict_raw(x), None
+            logits.append(logit(member.operating_point.probability(raw)))
+            if domain is not None:
+                domains.append(domain)
+        z = (self.weights[:, None] * np.stack(logits)).sum(axis=0) / self.weights.sum()
+        return expit(z), np.max(domains, axis=0) if domains else None
 
     def save(self, folder: Path) -> tuple[dict[str, Any], list[str]]:
         final = folder.resolve().parent / "bundle"  # staging sits beside --out: same paths
@@ -66,7 +75,9 @@ class EnsemblePredictor:
                    for m in self.members]
         (folder / MEMBERS_FILE).write_text(json.dumps(
             {"members": entries, "weights": self.weights.tolist()}, indent=2) + "\n")
-        return {"history": {}, "members": entries}, [MEMBERS_FILE]
+        domain = {"from_members": True} if any(m.meta.get("domain") for m in self.members) \
+            else None
+        return {"history": {}, "members": entries, "domain": domain}, [MEMBERS_FILE]
 
 
 def find_member(entry: dict[str, Any], near: Path) -> Bundle:
@@ -116,6 +127,16 @@ class EnsembleKind(KindBase):
         stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
         return EnsemblePredictor(members, stored.get("weights"),
                                  [m.predictor(weights=weights, engine=engine) for m in members])
+
+    def copy_files(self, bundle: Bundle, staging: Path, final: Path) -> list[str]:
+        """Members stay where they are: the copy's ``ensemble.json`` points at them from its
+        new place."""
+        members = self._bundle_members(bundle)
+        stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
+        for entry, member in zip(stored["members"], members, strict=True):
+            entry["path"] = os.path.relpath(member.path.resolve(), final.resolve())
+        (staging / MEMBERS_FILE).write_text(json.dumps(stored, indent=2) + "\n")
+        return [MEMBERS_FILE]
 
     def _bundle_members(self, bundle: Bundle) -> list[Bundle]:
         stored = json.loads(bundle.file(MEMBERS_FILE).read_text())

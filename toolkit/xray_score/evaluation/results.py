@@ -19,7 +19,8 @@ from .metrics import NAN, binary_metrics, majority_class_reference, threshold_ta
 log = logging.getLogger(__name__)
 
 SMALL_CLASS = 30  # fewer images of a class than this: intervals are wide, the report says so
-NUMERIC_COLUMNS = ("p_pneumonia", "threshold", "ms", "width", "height", "scored_in_run")
+NUMERIC_COLUMNS = ("p_pneumonia", "threshold", "ms", "width", "height", "scored_in_run",
+                   "domain_score")
 
 
 def results_frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.DataFrame:

@@ -68,6 +68,14 @@ class Embedder(Protocol):
 
 
 @runtime_checkable
+class DomainAware(Protocol):
+    """Predictors that also say how far each input is from their training films
+    (:mod:`xray_score.model.domain`; scores <= 1 are in domain, None when unknown)."""
+
+    def predict_with_domain(self, batch: Any) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@runtime_checkable
 class Explainer(Protocol):
     """Predictors that can draw a heatmap of evidence over a canonical image (reports)."""
 
@@ -116,6 +124,30 @@ class KindBase:
 
     def training_preprocessor(self, spec: dict[str, Any]) -> Preprocessor:
         return self.preprocessor(spec)  # type: ignore[attr-defined]
+
+    def domain_features(self, model: Any, x: Any, spec: dict[str, Any]) -> np.ndarray | None:
+        """The representation the domain check measures distances in (None: no check)."""
+        return None
+
+    def domain_blocks(self, spec: dict[str, Any], dim: int) -> list[tuple[str, int, int]]:
+        """Parts of the representation checked separately (default: one block)."""
+        return [("all", 0, dim)]
+
+    def copy_files(self, bundle: Bundle, staging: Path, final: Path) -> list[str]:
+        """Copy a verified bundle's model files into ``staging`` (a derived bundle that will
+        live at ``final``), checking each copy's sha256; returns their names."""
+        import shutil
+
+        from ..hashing import sha256_file
+
+        names = sorted(bundle.meta["files"])
+        for name in names:
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(bundle.file(name), target)
+            if sha256_file(target) != bundle.meta["files"][name]:
+                raise BundleError(f"{bundle.path}: {name} changed while it was copied")
+        return names
 
 
 def register_kind(kind: ModelKind) -> ModelKind:

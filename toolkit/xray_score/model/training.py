@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..batch.drift import reference_from_scores
 from ..batch.parallel import TaskFailure, resilient_map
 from ..errors import UsageError
 from ..io.datasets import exclude_patients, fingerprint, patient_split, read_labeled
@@ -22,6 +23,7 @@ from ..io.decode import PREPROCESSING_VERSION
 from ..io.reframe import REFRAMINGS
 from ..labels import CLASS_NAMES
 from .bundle import Bundle
+from .domain import QUANTILE, build_domain
 from .kinds import Preprocessor, get_kind
 from .publish import check_out_target, discard_staging, new_staging, write_bundle
 from .validation import (
@@ -125,6 +127,12 @@ def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, A
         extra, files = model.save(staging)  # first: a CNN then scores with its TFLite twin
         op, calibration, threshold = fit_operating_point(model, preprocessor, cal, spec)
         scores = check_scores(model, preprocessor, op, check)
+        val_sets = [cal, check] if independent else [cal]
+        every_val = preprocessor.stack([x for v in val_sets for x in _flat(v)])
+        domain, domain_files = build_domain(model_kind, model, x_tr, x_cal, every_val, spec,
+                                            staging)
+        extra = {**extra, "domain": domain} if domain else extra
+        files = [*files, *domain_files]
         meta = {
             "kind": kind,
             "name": spec.get("name", kind),
@@ -152,6 +160,11 @@ def train_bundle(kind: str, data: str | Path, out: str | Path, spec: dict[str, A
     return bundle
 
 
+def _flat(variants: Any) -> list[Any]:
+    """Every film's every variant (as is and re-framed), one model input each."""
+    return [x for film in variants.xs for x in film]
+
+
 def check_meta(scores: pd.DataFrame, op: Any, independent: bool, cal_df: pd.DataFrame,
                check_df: pd.DataFrame) -> dict[str, Any]:
     """What bundle.json records about the check films: metrics as they are, the framing-shift
@@ -173,6 +186,8 @@ def check_meta(scores: pd.DataFrame, op: Any, independent: bool, cal_df: pd.Data
             if len(reframed) else None,
             "table": _json_records(summary),
         },
+        "reference_scores": reference_from_scores(original["p_pneumonia"].to_numpy(),
+                                                  op.threshold, 1 - QUANTILE),
         "validation_split": {
             "independent": independent,
             "calibration_patients": sorted(cal_df["patient_id"].unique().tolist()),

@@ -4,6 +4,7 @@ Every figure is embedded as a base64 PNG data URI and the CSS is inline, so a re
 that opens offline and references no network asset.
 """
 
-from .pages import write_compare_report, write_evaluation_report, write_run_summary
+from .compare_page import write_compare_report
+from .pages import write_evaluation_report, write_run_summary
 
 __all__ = ["write_compare_report", "write_evaluation_report", "write_run_summary"]

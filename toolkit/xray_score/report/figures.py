@@ -65,10 +65,14 @@ def class_balance_figure(counts: Mapping[str, int]) -> dict[str, str]:
     return _figure("Class balance", fig, "Number of scored images per true label.")
 
 
-def roc_figure(curves: list[dict[str, Any]]) -> dict[str, str]:
-    """ROC curves; each curve: label, y, p, optional points [(threshold, name)]."""
+def roc_figure(curves: list[dict[str, Any]],
+               extra_points: list[tuple[float, float, str]] = ()) -> dict[str, str]:
+    """ROC curves; each curve: label, y, p, optional points [(threshold, name)];
+    ``extra_points``: (false-positive rate, sensitivity, name) markers of other scores."""
     fig = _new_fig(4.6, 4.2)
     ax = fig.axes[0]
+    for (fpr, tpr, name), marker in zip(extra_points, "Dv<", strict=False):
+        ax.plot(fpr, tpr, marker, color="#1a202c", ms=8, mfc="white", mew=2, label=_plain(name))
     for i, c in enumerate(curves):
         fpr, tpr, _ = roc_curve(c["y"], c["p"])
         color = MODEL_COLORS[i % len(MODEL_COLORS)]
@@ -115,14 +119,18 @@ def _unit_square_figure(fig: Figure, xlabel: str, ylabel: str, legend_loc: str, 
     return _figure(title, fig, caption)
 
 
-def calibration_figure(y: np.ndarray, p: np.ndarray) -> dict[str, str]:
-    """Reliability diagram (10 equal-width bins) above a histogram of predictions."""
+def calibration_figure(y: np.ndarray, p: np.ndarray,
+                       others: list[tuple[str, np.ndarray]] = ()) -> dict[str, str]:
+    """Reliability diagram (10 equal-width bins) above a histogram of predictions; ``others``
+    adds (label, p) curves on the same images (e.g. before and after recalibration)."""
     fig = Figure(figsize=(4.6, 4.6), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    frac, mean_p = calibration_curve(y, p, n_bins=ECE_BINS, strategy="uniform")
     top.plot([0, 1], [0, 1], ls="--", color="#a0aec0", lw=1, label="perfect calibration")
-    top.plot(mean_p, frac, "o-", color=MODEL_COLORS[0], lw=2, label="model")
+    for i, (label, q) in enumerate([("model" if not others else "after", p), *others]):
+        frac, mean_p = calibration_curve(y, q, n_bins=ECE_BINS, strategy="uniform")
+        top.plot(mean_p, frac, "o-", color=MODEL_COLORS[i % len(MODEL_COLORS)], lw=2,
+                 label=_plain(label))
     top.set(ylabel="observed pneumonia fraction", ylim=(-0.01, 1.01))
     top.legend(loc="upper left", fontsize=8)
     bottom.hist(p, bins=ECE_BINS, range=(0, 1), color="#a0aec0")
@@ -241,6 +249,24 @@ def history_figure(history: Mapping[str, Any]) -> dict[str, str] | None:
         "curves suggest over-fitting." + (f" Dotted lines: a new training phase ({phases})."
                                           if len(starts) > 1 else ""),
     )
+
+
+def trend_figure(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Recent runs of a ledger: flagged share, mean logit and out-of-domain share per run."""
+    if len(points) < 2:
+        return None
+    runs = [p["run_id"] for p in points]
+    panels = [("flagged_rate", "share flagged"), ("mean_logit", "mean logit"),
+              ("out_of_domain_share", "share out of domain")]
+    fig = _new_fig(9.6, 2.6, 1, 3)
+    for ax, (key, title) in zip(fig.axes, panels, strict=True):
+        values = [np.nan if p.get(key) is None else p[key] for p in points]
+        ax.plot(runs, values, "o-", color=MODEL_COLORS[0], lw=1.5, ms=4)
+        ax.plot(runs[-1:], values[-1:], "o", color=MODEL_COLORS[1], ms=7)
+        ax.set(title=title, xlabel="run")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _figure("Recent runs", fig, "What each recent run of this ledger and model scored; "
+                   "the last point is this run. Drift is tested against the earlier runs.")
 
 
 def scatter_figure(

@@ -46,6 +46,26 @@ def thumbnails_for(df: pd.DataFrame, bundle: Any, predictor: Any, n: int = 8,
     return out
 
 
+def out_of_domain_thumbnails(df: pd.DataFrame, bundle: Any, n: int = 12, size: int = 120
+                             ) -> list[dict[str, Any]]:
+    """Thumbnails of the rows flagged out of domain, farthest first."""
+    if "in_domain" not in df:
+        return []
+    odd = df[df["in_domain"].astype(str).eq("false")].sort_values("domain_score",
+                                                                   ascending=False)
+    pixels_of = canonical_pixels(bundle)
+    out = []
+    for _, row in odd.head(n).iterrows():
+        result = pixels_of(row["path"])
+        if not result.ok:
+            continue
+        thumb = cv2.resize(result.x, (size, size), interpolation=cv2.INTER_AREA)
+        out.append({"path": row["path"], "p": float(row["p_pneumonia"]),
+                    "domain_score": float(row["domain_score"]),
+                    "png_bytes": cv2.imencode(".png", thumb)[1].tobytes()})
+    return out
+
+
 def most_confident_errors(df: pd.DataFrame, threshold: float, n: int) -> pd.DataFrame:
     """The ``n`` wrongly decided rows farthest from the threshold on the logit scale (with a
     threshold of 0.92, p = 0.95 for a normal film is a near miss, p = 0.2 for pneumonia is

@@ -11,16 +11,13 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.metrics import has_both_classes
-from ..evaluation.paired import compare_models
 from ..evaluation.results import (
     evaluate_results,
-    label_mask,
     labeled_rows,
     result_threshold,
     scored_rows,
 )
 from ..labels import LABEL_TO_INT, to_binary
-from ..model.decision import label_for
 from . import figures as fg
 from .figures import png_uri
 from .render import render
@@ -137,6 +134,22 @@ def _framing_context(df: pd.DataFrame, framing: pd.DataFrame | None,
             "bundle_framing_rows": recorded, "framing_fitted": fitted}
 
 
+def _domain_context(df: pd.DataFrame, thumbnails: list[dict[str, Any]] | None
+                    ) -> dict[str, Any]:
+    """Rows flagged out of domain: how many, the farthest listed, thumbnails when given."""
+    if "in_domain" not in df:
+        return {"domain_checked": False}
+    flagged = df[df["in_domain"].astype(str).eq("false")]
+    listed = flagged.sort_values("domain_score", ascending=False).head(MAX_TABLE_ROWS)
+    return {"domain_checked": True, "n_out_of_domain": len(flagged),
+            "n_domain_scored": int(df["in_domain"].notna().sum()),
+            "out_of_domain_rows": listed[["path", "domain_score", "p_pneumonia"]].to_dict(
+                "records"),
+            "out_of_domain_gallery": [{**g, "uri": png_uri(g["png_bytes"]),
+                                       "name": Path(str(g["path"])).name}
+                                      for g in thumbnails or []]}
+
+
 def _model_ids(df: pd.DataFrame, bundle_meta: Mapping[str, Any]) -> str:
     ids = sorted(df["model_id"].dropna().astype(str).unique()) if "model_id" in df else []
     return ", ".join(ids) or str(bundle_meta.get("model_id", "—"))
@@ -152,6 +165,9 @@ def write_evaluation_report(
     title: str | None = None,
     n_boot: int = 1000,
     framing: pd.DataFrame | None = None,
+    out_of_domain: list[dict[str, Any]] | None = None,
+    trend: list[dict[str, Any]] | None = None,
+    drift: dict[str, Any] | None = None,
 ) -> Path:
     """One-file HTML report for result rows; the unlabeled variant when there is no true label.
 
@@ -173,6 +189,9 @@ def write_evaluation_report(
         "run_rows": _flatten_meta(run_meta),
         "history_fig": fg.history_figure(bundle_meta.get("history") or {}),
         **_framing_context(df, framing, bundle_meta),
+        **_domain_context(df, out_of_domain),
+        "trend_fig": fg.trend_figure(trend or []),
+        "drift": drift,
         "figures": [],
     }
     if res["labeled"]:
@@ -209,105 +228,13 @@ def write_run_summary(
     bundle_meta: Mapping[str, Any],
     run_meta: Mapping[str, Any],
     n_boot: int = 1000,
+    out_of_domain: list[dict[str, Any]] | None = None,
+    trend: list[dict[str, Any]] | None = None,
+    drift: dict[str, Any] | None = None,
 ) -> Path:
     """``batch``'s run summary: the evaluation report, unlabeled variant unless labels exist."""
     title = "Run summary" + (" and evaluation" if len(labeled_rows(df)) else "")
     return write_evaluation_report(
-        df, out_html, bundle_meta=bundle_meta, run_meta=run_meta, title=title, n_boot=n_boot
+        df, out_html, bundle_meta=bundle_meta, run_meta=run_meta, title=title, n_boot=n_boot,
+        out_of_domain=out_of_domain, trend=trend, drift=drift,
     )
-
-
-def _disagreement_rows(dis: pd.DataFrame, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    pcols = [f"p_{m['model_id']}" for m in models]
-    spread = dis[pcols].max(axis=1) - dis[pcols].min(axis=1)
-    rows = []
-    for _, r in (
-        dis.assign(_spread=spread)
-        .sort_values("_spread", ascending=False)
-        .head(MAX_TABLE_ROWS)
-        .iterrows()
-    ):
-        rows.append(
-            {
-                "path": r["path"],
-                "true_label": r.get("true_label"),
-                "scores": [
-                    (
-                        r[f"p_{m['model_id']}"],
-                        label_for(r[f"p_{m['model_id']}"], float(m["threshold"])),
-                    )
-                    for m in models
-                ],
-            }
-        )
-    return rows
-
-
-def write_compare_report(
-    df_wide: pd.DataFrame,
-    out_html: str | os.PathLike[str],
-    *,
-    models: list[dict[str, Any]],
-    run_meta: Mapping[str, Any],
-    title: str | None = None,
-    n_boot: int = 1000,
-) -> Path:
-    """Side-by-side comparison of >= 2 models scored on the same images."""
-    res = compare_models(df_wide, models, n_boot=n_boot)
-    names = {m["model_id"]: m.get("name") or m["model_id"] for m in models}
-    pcols = [f"p_{m['model_id']}" for m in models]
-    complete = df_wide[df_wide[pcols].notna().all(axis=1)]
-    figures = []
-    if res["labeled"]:
-        lab = complete[label_mask(complete)]
-        y = to_binary(lab["true_label"].astype(str).str.strip())
-        if has_both_classes(y):
-            figures.append(
-                fg.roc_figure(
-                    [
-                        {
-                            "label": names[m["model_id"]],
-                            "y": y,
-                            "p": lab[f"p_{m['model_id']}"].to_numpy(),
-                            "points": [
-                                (float(m["threshold"]), f"{names[m['model_id']]} threshold")
-                            ],
-                        }
-                        for m in models
-                    ]
-                )
-            )
-    by_id = {m["model_id"]: m for m in models}
-    for pair in res["pairs"][:3]:
-        a, b = by_id[pair["model1"]], by_id[pair["model2"]]
-        if len(complete):
-            figures.append(
-                fg.scatter_figure(
-                    complete[f"p_{a['model_id']}"].to_numpy(float),
-                    complete[f"p_{b['model_id']}"].to_numpy(float),
-                    names[a["model_id"]],
-                    names[b["model_id"]],
-                    float(a["threshold"]),
-                    float(b["threshold"]),
-                )
-            )
-    ctx = {
-        "title": title or "Model comparison",
-        "res": res,
-        "models": models,
-        "names": names,
-        "metric_keys": [
-            "roc_auc",
-            "sensitivity",
-            "specificity",
-            "precision",
-            "npv",
-            "accuracy",
-            "brier",
-        ],
-        "metric_info": METRIC_INFO,
-        "figures": figures,
-        "disagreements": _disagreement_rows(res["disagreements"], models),
-        "run_rows": _flatten_meta(run_meta),
-    }
-    return render("compare.html", out_html, **ctx)

@@ -1,0 +1,131 @@
+"""Drift in nightly runs: does what tonight's run scored look like what this site usually sends?
+
+Every ``batch`` run records, in the ledger's ``runs`` table, a summary of the rows it scored
+(count, share flagged, mean and spread of the calibrated logit, share out of domain). A run is
+compared with the recent runs of the same ledger and model that scored something (up to
+``HISTORY`` of them, pooled): a two-proportion z-test for the flagged and the out-of-domain
+shares, a two-sample z-test for the mean logit (Welch), each two-sided at p < ``ALPHA``, so
+the band narrows with the run's size. A site's prevalence is its own, so its own history is the
+reference; only while it has none (its first run) is the bundle's validation check half used,
+and the summary says so. Drift is reported (JSON ``drift`` field, run summary HTML); it never
+changes a row's status or the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ..model.decision import logit
+
+ALPHA = 0.01
+HISTORY = 10
+
+
+@dataclass
+class ScoredSummary:
+    """Running totals over the rows one run scored (errors excluded)."""
+
+    n: int = 0
+    flagged: int = 0
+    logit_sum: float = 0.0
+    logit_sq: float = 0.0
+    out_of_domain: int = 0
+    domain_n: int = 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if row.get("status") != "ok" or not row.get("p_pneumonia"):
+                continue
+            z = float(logit(float(row["p_pneumonia"])))
+            self.n += 1
+            self.flagged += row.get("predicted_label") == "PNEUMONIA"
+            self.logit_sum += z
+            self.logit_sq += z * z
+            if row.get("in_domain") in ("true", "false"):
+                self.domain_n += 1
+                self.out_of_domain += row["in_domain"] == "false"
+
+    def as_dict(self) -> dict[str, Any]:
+        mean = self.logit_sum / self.n if self.n else None
+        var = max(self.logit_sq / self.n - mean ** 2, 0.0) if self.n else None
+        return {"n": self.n, "flagged_rate": self.flagged / self.n if self.n else None,
+                "mean_logit": mean, "sd_logit": math.sqrt(var) if var is not None else None,
+                "out_of_domain_share": self.out_of_domain / self.domain_n
+                if self.domain_n else None, "domain_n": self.domain_n}
+
+
+def pooled(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The recent runs' summaries as one sample (sizes added, means weighted)."""
+    runs = [h for h in history if h and h.get("n")]
+    if not runs:
+        return None
+    n = sum(h["n"] for h in runs)
+    mean = sum(h["mean_logit"] * h["n"] for h in runs) / n
+    second = sum((h["sd_logit"] ** 2 + h["mean_logit"] ** 2) * h["n"] for h in runs) / n
+    dom = [h for h in runs if h.get("domain_n")]
+    dn = sum(h["domain_n"] for h in dom)
+    return {"n": n, "runs": len(runs),
+            "flagged_rate": sum(h["flagged_rate"] * h["n"] for h in runs) / n,
+            "mean_logit": mean, "sd_logit": math.sqrt(max(second - mean ** 2, 0.0)),
+            "out_of_domain_share": sum(h["out_of_domain_share"] * h["domain_n"]
+                                       for h in dom) / dn if dn else None, "domain_n": dn}
+
+
+def _two_proportions(p1: float, n1: int, p0: float, n0: int) -> float:
+    p = (p1 * n1 + p0 * n0) / (n1 + n0)
+    se = math.sqrt(max(p * (1 - p) * (1 / n1 + 1 / n0), 1e-12))
+    return (p1 - p0) / se
+
+
+def drift_check(run: dict[str, Any], reference: dict[str, Any] | None, source: str
+                ) -> dict[str, Any] | None:
+    """The statistics of ``run`` outside the band of ``reference`` (None: no drift)."""
+    if not run.get("n") or not reference or not reference.get("n"):
+        return None
+    tests = {}
+    if reference.get("flagged_rate") is not None:
+        tests["flagged_rate"] = _two_proportions(run["flagged_rate"], run["n"],
+                                                 reference["flagged_rate"], reference["n"])
+    se = math.sqrt(run["sd_logit"] ** 2 / run["n"] + reference["sd_logit"] ** 2 / reference["n"])
+    tests["mean_logit"] = (run["mean_logit"] - reference["mean_logit"]) / max(se, 1e-12)
+    if run.get("domain_n") and reference.get("out_of_domain_share") is not None:
+        tests["out_of_domain_share"] = _two_proportions(
+            run["out_of_domain_share"], run["domain_n"], reference["out_of_domain_share"],
+            reference.get("domain_n") or reference["n"])
+    fired = {}
+    for name, z in tests.items():
+        p = float(2 * stats.norm.sf(abs(z)))
+        if p < ALPHA:
+            fired[name] = {"run": run[name], "reference": reference[name], "z": round(z, 2),
+                           "p": p}
+    if not fired:
+        return None
+    return {"reference": source, "alpha": ALPHA, **fired}
+
+
+def check_run(ledger: Any, run_id: int, model_id: str, summary: ScoredSummary,
+              bundle_reference: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Compare one run with its ledger's history (else the bundle's validation figures)."""
+    current = summary.as_dict()
+    history = [json.loads(c).get("scored_summary") for c in
+               ledger.recent_counts(model_id, before=run_id, limit=HISTORY)]
+    reference = pooled(history)
+    if reference is not None:
+        source = f"the last {reference['runs']} run(s) of this ledger and model"
+    else:
+        reference, source = bundle_reference, "the bundle's validation check half (no history)"
+    return drift_check(current, reference, source)
+
+
+def reference_from_scores(p: np.ndarray, threshold: float, ood_share: float) -> dict[str, Any]:
+    """The bundle's own figures for first runs: its check-half films' score distribution."""
+    z = logit(np.asarray(p, dtype=np.float64))
+    return {"n": int(len(z)), "flagged_rate": float((np.asarray(p) >= threshold).mean()),
+            "mean_logit": float(z.mean()), "sd_logit": float(z.std()),
+            "out_of_domain_share": float(ood_share), "domain_n": int(len(z))}
