@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
+from ..batch.parallel import worker_backend
 from ..model.augment import augment_batch, check_options
 
 _CHUNK = 256
@@ -44,7 +45,7 @@ def augmented_features(pixels: np.ndarray, y: np.ndarray, extractor: Any, spec: 
     """Features of every film followed by its ``copies`` re-framed versions, and labels."""
     copies, framing, intensity = augmentation_options(spec)
     seed = int((spec.get("training") or {}).get("seed", 0))
-    parts = Parallel(n_jobs=n_jobs)(
+    parts = Parallel(n_jobs=n_jobs, backend=worker_backend())(  # workers die with us
         delayed(_chunk_features)(pixels[i:i + _CHUNK], i, extractor, copies, seed, framing,
                                  intensity) for i in range(0, len(pixels), _CHUNK))
     return np.concatenate(parts), np.repeat(np.asarray(y), 1 + copies)
