@@ -76,3 +76,42 @@ def test_installs_without_setuptools_warnings_and_demo_without_test_extras(tmp_p
     assert "is absent" not in proc.stderr + proc.stdout
     demo = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True)
     assert "pip install" in demo.stdout and "[test]" not in demo.stdout
+
+
+def test_an_unchanged_rerun_keeps_its_run_summary(baseline_bundle, tmp_path, rng):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        save_gray(folder / f"s{i}.png", make_xray(i % 2, rng, size=64))
+    out = tmp_path / "r.csv"
+    assert cli("batch", folder, "--model", baseline_bundle.path, "--out", out).exit_code == 0
+    html = tmp_path / "r.html"
+    first = html.read_bytes()
+    stamp = html.stat().st_mtime_ns
+    assert cli("batch", folder, "--model", baseline_bundle.path, "--out", out).exit_code == 0
+    assert html.read_bytes() == first and html.stat().st_mtime_ns == stamp  # not rebuilt
+    save_gray(folder / "new.png", make_xray(1, rng, size=64))
+    assert cli("batch", folder, "--model", baseline_bundle.path, "--out", out).exit_code == 0
+    assert html.read_bytes() != first  # new rows: rebuilt
+
+
+def test_large_result_sets_bootstrap_a_patient_subsample(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from xray_score.evaluation.results import BOOTSTRAP_MAX_ROWS, evaluate_results
+    from xray_score.report.pages import write_evaluation_report
+
+    n = BOOTSTRAP_MAX_ROWS + 3000
+    rng = np.random.default_rng(0)
+    y = rng.random(n) < 0.6
+    df = pd.DataFrame({"path": [f"person{i // 2}_x_{i}.png" for i in range(n)], "status": "ok",
+                       "p_pneumonia": np.clip(y * 0.6 + rng.random(n) * 0.4, 0, 1),
+                       "threshold": 0.5, "true_label": np.where(y, "PNEUMONIA", "NORMAL"),
+                       "patient_id": [f"p{i // 2}" for i in range(n)]})
+    res = evaluate_results(df, n_boot=50)
+    assert BOOTSTRAP_MAX_ROWS <= res["bootstrap_rows"] <= BOOTSTRAP_MAX_ROWS + 2
+    assert res["at_threshold"]["n"] == n  # point estimates use every row
+    html = write_evaluation_report(df, tmp_path / "r.html", bundle_meta={"kind": "baseline"},
+                                   run_meta={}, n_boot=50).read_text()
+    assert "random subsample" in html

@@ -85,16 +85,47 @@ def batch(ctx: click.Context, config: str | None, resume: bool, **options: Any) 
 
 
 def write_summary_report(result: Any, bundle: Any, out: Path, started: float) -> Path:
-    """The HTML run summary beside the results (evaluates too when labels are present)."""
+    """The HTML run summary beside the results (evaluates too when labels are present); kept
+    as it is when its inputs (the rows, the bundle, the recent runs) have not changed."""
     from ..evaluation.results import results_frame
     from ..report import write_run_summary
     from ..report.gallery import out_of_domain_thumbnails
 
+    html = out.with_suffix(".html")
+    digest = inputs_digest(result, bundle)
+    if recorded_digest(html) == digest:
+        log.info("run summary %s is up to date (same rows, bundle and recent runs)", html)
+        return html
     df = results_frame(result.rows, result.columns)
     meta = common.run_meta(common.command_line(), started, [bundle], results=str(out))
     return write_run_summary(df, out.with_suffix(".html"), bundle_meta=common.report_meta(bundle),
                              run_meta=meta, out_of_domain=out_of_domain_thumbnails(df, bundle),
-                             trend=result.trend, drift=result.summary.get("drift"))
+                             trend=result.trend, drift=result.summary.get("drift"),
+                             inputs_digest=digest)
+
+
+def inputs_digest(result: Any, bundle: Any) -> str:
+    """What a run summary shows, as one sha256: the exported rows, the model, the trend."""
+    import json
+
+    from ..hashing import sha256_bytes
+
+    text = json.dumps([bundle.model_id, result.columns, result.rows, result.trend,
+                       result.summary.get("drift")], sort_keys=True, default=str)
+    return sha256_bytes(text.encode())
+
+
+def recorded_digest(html: Path) -> str | None:
+    """The inputs digest an existing run summary was written from (read from its head)."""
+    import re
+
+    try:
+        with open(html, encoding="utf-8") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    found = re.search(r'name="xray-score-inputs" content="([0-9a-f]{64})"', head)
+    return found.group(1) if found else None
 
 
 def _config_values(ctx: click.Context, path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from .metrics import NAN, binary_metrics, majority_class_reference, threshold_ta
 
 log = logging.getLogger(__name__)
 
+BOOTSTRAP_MAX_ROWS = 5000  # larger result sets: intervals from a patient subsample
 SMALL_CLASS = 30  # fewer images of a class than this: intervals are wide, the report says so
 NUMERIC_COLUMNS = ("p_pneumonia", "threshold", "ms", "width", "height", "scored_in_run",
                    "domain_score")
@@ -46,6 +47,22 @@ def row_patients(df: pd.DataFrame) -> pd.Series:
     stored = df["patient_id"].where(df["patient_id"].notna() & df["patient_id"].ne(""))
     return from_name.where(from_name.notna(), "dicom:" + stored.astype(str)).where(
         from_name.notna() | stored.notna())
+
+
+def bootstrap_sample(n: int, groups: np.ndarray | None, seed: int) -> np.ndarray:
+    """Row indices the bootstrap resamples: all of them, or whole patients drawn at random up
+    to about ``BOOTSTRAP_MAX_ROWS`` rows, so a 100,000-row summary stays cheap (its intervals
+    are then those of the subsample: a little wider than the whole set's)."""
+    if n <= BOOTSTRAP_MAX_ROWS:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return np.sort(rng.choice(n, BOOTSTRAP_MAX_ROWS, replace=False))
+    codes = pd.factorize(pd.Series(groups))[0]
+    counts = np.bincount(codes)
+    order = rng.permutation(len(counts))
+    upto = int(np.searchsorted(np.cumsum(counts[order]), BOOTSTRAP_MAX_ROWS)) + 1
+    return np.flatnonzero(np.isin(codes, order[:upto]))
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
@@ -156,7 +173,9 @@ def evaluate_results(
         return out
     y, p = to_binary(lab["true_label"].astype(str).str.strip()), lab["p_pneumonia"].to_numpy(float)
     groups = patient_groups(lab)
-    ci_t, ci_half = bootstrap_cis(y, p, [t, 0.5], groups, n_boot, seed)
+    boot = bootstrap_sample(len(y), groups, seed)
+    ci_t, ci_half = bootstrap_cis(y[boot], p[boot], [t, 0.5],
+                                  None if groups is None else groups[boot], n_boot, seed)
     at_t, at_half = binary_metrics(y, p, t), binary_metrics(y, p, 0.5)
     counts = {name: int((y == code).sum()) for name, code in LABEL_TO_INT.items()}
     return out | {
@@ -170,5 +189,6 @@ def evaluate_results(
             y, p, sorted({*np.round(np.arange(0.05, 0.951, 0.05), 2), round(t, 4)})
         ),
         "n_boot": n_boot,
+        "bootstrap_rows": int(len(boot)),
         "ci_unit": "patient" if groups is not None else "image",
     }

@@ -168,6 +168,7 @@ def write_evaluation_report(
     out_of_domain: list[dict[str, Any]] | None = None,
     trend: list[dict[str, Any]] | None = None,
     drift: dict[str, Any] | None = None,
+    inputs_digest: str | None = None,
 ) -> Path:
     """One-file HTML report for result rows; the unlabeled variant when there is no true label.
 
@@ -192,6 +193,7 @@ def write_evaluation_report(
         **_domain_context(df, out_of_domain),
         "trend_fig": fg.trend_figure(trend or []),
         "drift": drift,
+        "inputs_digest": inputs_digest,
         "figures": [],
     }
     if res["labeled"]:
@@ -231,10 +233,11 @@ def write_run_summary(
     out_of_domain: list[dict[str, Any]] | None = None,
     trend: list[dict[str, Any]] | None = None,
     drift: dict[str, Any] | None = None,
+    inputs_digest: str | None = None,
 ) -> Path:
     """``batch``'s run summary: the evaluation report, unlabeled variant unless labels exist."""
     title = "Run summary" + (" and evaluation" if len(labeled_rows(df)) else "")
     return write_evaluation_report(
         df, out_html, bundle_meta=bundle_meta, run_meta=run_meta, title=title, n_boot=n_boot,
-        out_of_domain=out_of_domain, trend=trend, drift=drift,
+        out_of_domain=out_of_domain, trend=trend, drift=drift, inputs_digest=inputs_digest,
     )
