@@ -79,12 +79,14 @@ def out_share(scorer: BatchScorer, paths: list[str]) -> tuple[float, int]:
     return float(np.mean(flags)) if flags else float("nan"), len(flags)
 
 
-def rate(scorer: BatchScorer, paths: list[str]) -> float:
-    start = time.perf_counter()
+def rate(scorer: BatchScorer, paths: list[str]) -> tuple[float, float]:
+    """(images per second, main-process CPU ms per image) of scoring ``paths``."""
+    start, cpu = time.perf_counter(), time.process_time()
     for batch in scorer.iter_batches(paths):
         if batch[0].ok:
             scorer.rows(batch)
-    return len(paths) / (time.perf_counter() - start)
+    return (len(paths) / (time.perf_counter() - start),
+            1000 * (time.process_time() - cpu) / len(paths))
 
 
 def main() -> None:
@@ -131,13 +133,18 @@ def main() -> None:
     print(f"{'shared originals, re-framed (5 crops)':34s}: {100 * np.mean(inside):5.1f} % in "
           f"domain ({len(inside)} scored)")
     rate(scorer, originals[:64])  # warm up workers and the model
-    on = rate(scorer, originals)
-    saved, scorer.predictor.domain = scorer.predictor.__dict__.get("domain"), None
-    off = rate(scorer, originals)
+    saved = scorer.predictor.__dict__.get("domain")
+    on, off = [], []
+    for _ in range(5):  # alternate, so the machine's drift hits both alike
+        scorer.predictor.domain = saved
+        on.append(rate(scorer, originals))
+        scorer.predictor.domain = None
+        off.append(rate(scorer, originals))
     scorer.predictor.domain = saved
-    print(f"batch on {len(originals)} originals: domain on {on:.1f} img/s, off {off:.1f} "
-          f"img/s, ratio {on / off:.3f}")
-
+    (r_on, c_on), (r_off, c_off) = np.median(on, axis=0), np.median(off, axis=0)
+    print(f"batch on {len(originals)} originals, medians of 5 alternating runs: domain on "
+          f"{r_on:.1f} img/s ({c_on:.2f} main-process CPU ms/image), off {r_off:.1f} img/s "
+          f"({c_off:.2f} ms/image); ratio {r_on / r_off:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -136,6 +136,7 @@ def card(bundle: Bundle, results: Path | None, command: str) -> str:
         framing_table(meta),
         "",
     ]
+    parts += domain_notes(meta, bundle.path.name)
     if results is not None:
         df = load_results(results)
         res = evaluate_results(df, threshold=thr["value"])
@@ -158,6 +159,24 @@ def card(bundle: Bundle, results: Path | None, command: str) -> str:
     ]
     parts += kind_notes(meta)
     return "\n".join(parts) + "\n"
+
+
+def domain_notes(meta: dict, folder: str) -> list[str]:
+    domain = meta.get("domain") or {}
+    if not domain.get("blocks"):
+        return []
+    ref = domain.get("reference_images") or {}
+    blocks = ", ".join(f"{b['name']} ({b['dim']} values, {b['k']} components)"
+                       for b in domain["blocks"])
+    return ["## In-domain reference",
+            f"Every row's `domain_score` is the distance of the image from this reference, in "
+            f"the model's own representation: {ref.get('training')} training films and "
+            f"{ref.get('validation')} calibration-half validation films (as they are and "
+            f"re-framed); blocks {blocks}. The cut-off (score 1) leaves "
+            f"{100 * domain.get('quantile', 0.99):.0f} % of the validation films (both halves, "
+            "as is and re-framed) in domain; images beyond it are still scored and flagged "
+            "`in_domain: false`. `python benchmarks/domain_check.py --model "
+            f"models/{folder}` measures the rates (figures in the README).", ""]
 
 
 def kind_notes(meta: dict) -> list[str]:
