@@ -28,19 +28,36 @@ def worker_pid(_: Any) -> int:
     return os.getpid()
 
 
+def _hostile(path: str) -> None:
+    name = Path(path).name
+    if name.startswith("hang"):
+        time.sleep(HANG_SECONDS)
+    if name.startswith("crash"):
+        os._exit(13)
+
+
 @dataclass(frozen=True)
 class HostilePreprocessor:
-    """Wraps a real preprocessor; hangs on files named ``hang*``, dies on ``crash*``."""
+    """Wraps a real preprocessor; hangs on files named ``hang*``, dies on ``crash*`` (in the
+    per-file route, and in the chunk route's ``decode`` once the file is read and hashed)."""
 
     inner: Any
 
     def __call__(self, path: str) -> Any:
-        name = Path(path).name
-        if name.startswith("hang"):
-            time.sleep(HANG_SECONDS)
-        if name.startswith("crash"):
-            os._exit(13)
+        _hostile(path)
         return self.inner(path)
+
+    def decode(self, path: str, into: Any = None) -> Any:
+        from xray_score.io.preprocess import run_guarded
+
+        def work(data: bytes) -> Any:  # after the read and hash: the decoder hangs or dies
+            _hostile(path)
+            return self.inner.pixels_from_bytes(data, {})
+
+        return run_guarded(path, work, into)
+
+    def transform_batch(self, pixels: list[Any]) -> list[Any]:
+        return self.inner.transform_batch(pixels)
 
     def stack(self, xs: list[Any]) -> Any:
         return self.inner.stack(xs)

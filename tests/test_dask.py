@@ -1,39 +1,153 @@
-"""--backend dask: the same results as joblib's local workers, on a real LocalCluster."""
+"""--backend dask: every worker scores whole chunks (read, hash, decode, predict, calibrate) and
+sends rows back; the results are the local backend's, byte for byte apart from timings."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from test_ledger import batch, make_folder, read_rows, summary
-from xray_score.errors import ExitCode
+from conftest import make_xray, save_gray
+from hostile import HostilePreprocessor
+from test_ledger import age, batch, make_folder, summary
+from xray_score.batch.chunks import ChunkTask
+from xray_score.batch.runners import CRASH_MESSAGE, DaskRunner, LocalRunner
+from xray_score.errors import BundleError, ExitCode
+from xray_score.model.bundle import Bundle
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cluster():
+    import dask
     import distributed  # part of the test extras: a missing install fails, never skips
 
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as local:
+    # a chunk that kills its worker is given up after one retry (the default is 3), and a
+    # worker holds only the task it runs (so a crash blames no waiting task)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                          "distributed.scheduler.worker-saturation": 1.0}), \
+            distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                     dashboard_address=None) as local:
         yield local
 
 
-def test_dask_backend_matches_joblib(baseline_bundle, tmp_path, cluster):
+@pytest.fixture()
+def client(cluster):
+    import distributed
+
+    with distributed.Client(cluster.scheduler_address) as c:
+        yield c
+
+
+def without_timings(path: Path) -> list[list[str]]:
+    """A results file's cells, the per-file ``ms`` column blanked (timings differ per run)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    ms = rows[0].index("ms")
+    return [row[:ms] + row[ms + 1:] for row in rows]
+
+
+def test_dask_results_are_the_local_ones_byte_for_byte(baseline_bundle, tmp_path, cluster):
     folder = tmp_path / "scans"
     make_folder(folder, 12)
     (folder / "empty.png").write_bytes(b"")
+    (folder / "not-an-image.png").write_bytes(b"hello")
+    age(folder / "empty.png", folder / "not-an-image.png")  # old enough for the stat cache
     local = batch(folder, baseline_bundle, tmp_path / "local.csv")
     remote = batch(folder, baseline_bundle, tmp_path / "dask.csv", "--backend", "dask",
                    "--scheduler", cluster.scheduler_address)
     assert local.exit_code == remote.exit_code == ExitCode.SOME_FAILED, remote.output
-    assert summary(remote)["scored"] == 12 and summary(remote)["errors"] == 1
+    s = summary(remote)
+    assert (s["scored"], s["errors"], s["hashed"]) == (12, 2, 13)
+    assert 0 < s["result_bytes_per_file"] < 2000  # rows travel back, never pixels
+    assert without_timings(tmp_path / "dask.csv") == without_timings(tmp_path / "local.csv")
+    again = batch(folder, baseline_bundle, tmp_path / "dask.csv", "--backend", "dask",
+                  "--scheduler", cluster.scheduler_address)
+    assert summary(again)["scored"] == 0 and summary(again)["stat_cache_hits"] == 13
 
-    def keyed(name: str) -> dict[str, tuple[str, str, str]]:
-        return {r["path"]: (r["p_pneumonia"], r["status"], r["error_kind"])
-                for r in read_rows(tmp_path / name)}
 
-    assert keyed("dask.csv") == keyed("local.csv")
+def hostile_task(bundle: Bundle, timeout: float) -> ChunkTask:
+    return ChunkTask(str(bundle.path.resolve()), bundle.model_id, timeout=timeout,
+                     batch_size=4, preprocessor=HostilePreprocessor(bundle.preprocessor()))
+
+
+def hostile_folder(folder: Path, rng) -> list[str]:
+    folder.mkdir()
+    names = ["a.png", "crash-1.png", "b.png", "c.png", "hang-1.png", "d.png", "e.png", "f.png"]
+    for name in names:
+        save_gray(folder / name, make_xray(len(name) % 2, rng, size=64))
+    return [str(folder / n) for n in names]
+
+
+def rows_by_name(results, bundle) -> dict[str, dict]:
+    from xray_score.batch.scorer import BatchScorer
+
+    rows = {}
+    for result in results:
+        for row in result.rows + [r for f in result.failures
+                                  for r in BatchScorer(bundle).rows([f])]:
+            rows[Path(row["path"]).name] = {k: v for k, v in row.items() if k != "ms"}
+    return rows
+
+
+def test_a_crash_and_a_hang_cost_one_row_each_on_dask_as_locally(baseline_bundle, tmp_path,
+                                                                rng, client):
+    paths = hostile_folder(tmp_path / "in", rng)
+    task = hostile_task(baseline_bundle, timeout=3.0)
+    runner = DaskRunner(client)
+    started = time.perf_counter()
+    remote = rows_by_name(runner.run(task, paths), baseline_bundle)
+    assert time.perf_counter() - started < 60  # the hang cost ~3 s, not its 60 s sleep
+    assert remote["crash-1.png"]["error_kind"] == "worker_crash"
+    assert remote["crash-1.png"]["error"] == CRASH_MESSAGE
+    assert remote["hang-1.png"]["error_kind"] == "timeout"
+    assert remote["hang-1.png"]["sha256"]  # the watchdog knew what it gave up on
+    innocent = [n for n in remote if not n.startswith(("crash", "hang"))]
+    assert len(innocent) == 6
+    assert {n: remote[n]["status"] for n in innocent} == dict.fromkeys(innocent, "ok"), remote
+    assert len(remote) == len(paths)
+    assert runner.restarted  # the worker whose thread hung was restarted
+    local = rows_by_name(LocalRunner(2).run(task, paths), baseline_bundle)
+    assert local == remote
+
+
+def test_tasks_in_flight_are_bounded(baseline_bundle, tmp_path, client):
+    folder = tmp_path / "many"
+    paths = [str(p) for p in make_folder(folder, 24, size=48)]
+    task = ChunkTask(str(baseline_bundle.path.resolve()), baseline_bundle.model_id,
+                     batch_size=1)
+    runner = DaskRunner(client, in_flight=3)
+    results = list(runner.run(task, paths))
+    assert sum(len(r.rows) for r in results) == 24
+    assert runner.peak_in_flight == 3
+
+
+def test_workers_verify_the_bundle_and_refuse_another(baseline_bundle, tmp_path, client):
+    copy = tmp_path / "bundle"
+    shutil.copytree(baseline_bundle.path, copy)
+    folder = tmp_path / "in"
+    paths = [str(p) for p in make_folder(folder, 3)]
+    caller = Bundle.load(copy)
+    task = ChunkTask(str(copy.resolve()), caller.model_id)
+    model_file = copy / caller.meta["model_file"]
+    model_file.write_text(model_file.read_text().replace("Tree=0", "Tree=0 ", 1))
+    with pytest.raises(BundleError, match="modified"):
+        list(DaskRunner(client).run(task, paths))  # checksums are checked on the worker
+    shutil.copy(baseline_bundle.path / caller.meta["model_file"], model_file)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["threshold"]["value"] = 0.01  # a valid bundle, but not the caller's
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="caller's"):
+        list(DaskRunner(client).run(task, paths))
 
 
 def test_dask_needs_a_scheduler(baseline_bundle, tmp_path):
@@ -41,3 +155,57 @@ def test_dask_needs_a_scheduler(baseline_bundle, tmp_path):
     make_folder(folder, 1)
     result = batch(folder, baseline_bundle, tmp_path / "r.csv", "--backend", "dask")
     assert result.exit_code == ExitCode.USAGE
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    dask = Path(sys.executable).with_name("dask")
+    return subprocess.Popen([str(dask), *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"})
+
+
+def test_a_scheduler_and_workers_started_with_the_dask_command(baseline_bundle, tmp_path):
+    """The README's multi-host recipe, on one host: `dask scheduler`, two `dask worker`s,
+    then `xray-score batch --backend dask --scheduler ...` as separate processes."""
+    info = tmp_path / "scheduler.json"
+    procs = [_start(["scheduler", "--port", "0", "--no-dashboard", "--scheduler-file",
+                     str(info)], tmp_path / "scheduler.log")]
+    try:
+        deadline = time.time() + 60
+        while not info.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        for i in range(2):
+            procs.append(_start(["worker", address, "--nthreads", "1", "--no-dashboard",
+                                 "--name", f"w{i}"], tmp_path / f"worker{i}.log"))
+        from distributed import Client
+
+        with Client(address) as c:
+            c.wait_for_workers(2, timeout=60)
+        folder = tmp_path / "scans"
+        make_folder(folder, 10)
+        out, local = tmp_path / "remote.csv", tmp_path / "local.csv"
+        cmd = [sys.executable, "-m", "xray_score.cli", "-q", "batch", str(folder), "--model",
+               str(baseline_bundle.path), "--no-report"]
+        proc = subprocess.run([*cmd, "--out", str(out), "--backend", "dask", "--scheduler",
+                               address], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.splitlines()[-1])["scored"] == 10
+        assert subprocess.run([*cmd, "--out", str(local)], capture_output=True,
+                              timeout=300).returncode == 0
+        assert without_timings(out) == without_timings(local)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_chunk_tasks_are_small_and_picklable(baseline_bundle):
+    import pickle
+
+    task = ChunkTask(str(baseline_bundle.path), baseline_bundle.model_id)
+    assert len(pickle.dumps(task)) < 1000
+    assert dataclasses.replace(task, timeout=None).timeout is None

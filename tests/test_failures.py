@@ -47,11 +47,13 @@ def test_out_of_memory_in_the_model_is_retried_by_the_next_run(baseline_bundle, 
     real = BaselinePredictor.predict_raw
     monkeypatch.setattr(BaselinePredictor, "predict_raw",
                         lambda self, batch: (_ for _ in ()).throw(MemoryError()))
-    first = cli("batch", folder, "--model", baseline_bundle.path, "--out", out)
+    # the model runs where the files are decoded; --jobs 1 --timeout 0 is this process
+    in_process = ("--jobs", 1, "--timeout", 0)
+    first = cli("batch", folder, "--model", baseline_bundle.path, "--out", out, *in_process)
     assert first.exit_code == ExitCode.SOME_FAILED
     assert {r["error_kind"] for r in read_rows(out)} == {"out_of_memory"}
     monkeypatch.setattr(BaselinePredictor, "predict_raw", real)
-    second = cli("batch", folder, "--model", baseline_bundle.path, "--out", out)
+    second = cli("batch", folder, "--model", baseline_bundle.path, "--out", out, *in_process)
     assert second.exit_code == ExitCode.OK, second.output
     assert summary(second)["scored"] == 3
     assert {r["status"] for r in read_rows(out)} == {"ok"}

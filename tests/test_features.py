@@ -95,3 +95,43 @@ def test_inside_a_pipeline_with_a_classifier():
     assert pipe.named_steps["features"].intensity_bins == 0
     cloned = clone(pipe).fit(x[:30], y[:30])
     assert cloned.predict_proba(x[30:]).shape == (10, 2)
+
+
+@pytest.mark.parametrize("size,ppc,cpb,orientations", [(64, 8, 2, 9), (96, 12, 2, 9),
+                                                         (50, 7, 3, 7), (64, 16, 2, 12)])
+def test_batch_hog_equals_scikit_image_bit_for_bit(size, ppc, cpb, orientations):
+    """The batched HOG is scikit-image's HOG: same values, not just close ones."""
+    from skimage.feature import hog
+
+    from xray_score.classical.extract import hog_batch
+
+    rng = np.random.default_rng(size + ppc)
+    x, _ = images(4, size=size, seed=size)
+    batch = np.concatenate([x, rng.integers(0, 256, (3, size, size), dtype=np.uint8),
+                            np.full((1, size, size), 9, np.uint8)])
+    want = np.stack([hog(img, orientations, (ppc, ppc), (cpb, cpb), block_norm="L2-Hys")
+                     for img in batch])
+    np.testing.assert_array_equal(hog_batch(batch, orientations, ppc, cpb), want)
+
+
+@pytest.mark.parametrize("points,radius", [(8, 1), (16, 2), (24, 3), (8, 1.5)])
+def test_batch_lbp_equals_scikit_image(points, radius):
+    from skimage.feature import local_binary_pattern
+
+    from xray_score.classical.extract import lbp_uniform_batch
+
+    rng = np.random.default_rng(points)
+    x, _ = images(3, size=48, seed=points)
+    flat = np.full((1, 48, 48), 120, np.uint8)  # flat areas: the interpolation's round-off
+    batch = np.concatenate([x, rng.integers(0, 256, (3, 48, 48), dtype=np.uint8), flat])
+    want = np.stack([local_binary_pattern(img, points, radius, "uniform") for img in batch])
+    np.testing.assert_array_equal(lbp_uniform_batch(batch, points, radius), want)
+
+
+def test_features_of_a_batch_equal_those_of_each_image_alone():
+    """A worker scores a chunk at once: no image's features may depend on its neighbours."""
+    x, _ = images(6)
+    f = HogLbpFeatures(image_size=64, lbp_size=32)
+    together = f.transform(x)
+    alone = np.stack([f.transform_one(img) for img in x])
+    np.testing.assert_array_equal(together, alone)

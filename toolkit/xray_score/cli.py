@@ -6,6 +6,7 @@ Exit codes (for cron): 0 all scored, 10 some files failed (results still written
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -14,13 +15,12 @@ from typing import Any
 import click
 
 from . import __version__
-from .commands.batch import batch
-from .commands.calibrate import calibrate
-from .commands.compare import compare
-from .commands.embed import embed
-from .commands.evaluate import evaluate
-from .commands.train import train
 from .errors import ExitCode
+
+# command name -> module under xray_score.commands (imported when the command runs, so that
+# `xray-score batch` does not import what `evaluate` or `train` need)
+COMMANDS = {"train": "train", "batch": "batch", "evaluate": "evaluate", "compare": "compare",
+            "embed": "embed", "calibrate": "calibrate"}
 
 
 def _quiet_tensorflow(verbose: int) -> None:
@@ -52,7 +52,17 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 class XrayGroup(click.Group):
-    """Click group whose usage errors exit with 2 and whose crashes exit with 70."""
+    """Click group whose usage errors exit with 2 and whose crashes exit with 70; its commands
+    are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"{__package__}.commands.{COMMANDS[name]}")
+        return getattr(module, name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", True)
@@ -77,10 +87,6 @@ def main(verbose: int, quiet: bool) -> None:
     """
     _quiet_tensorflow(verbose)
     _setup_logging(verbose, quiet)
-
-
-for _command in (train, batch, evaluate, compare, embed, calibrate):
-    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 LABEL_TO_INT = {name: i for i, name in enumerate(CLASS_NAMES)}
@@ -14,7 +13,7 @@ LABEL_TO_INT = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 def to_binary(labels: Iterable[Any]) -> np.ndarray:
     """Map labels ("NORMAL"/"PNEUMONIA", bools or 0/1) to an int array of 0/1."""
-    arr = np.asarray(list(labels) if not isinstance(labels, np.ndarray | pd.Series) else labels)
+    arr = np.asarray(labels if hasattr(labels, "__array__") else list(labels))
     if arr.dtype.kind in "OUS":
         mapped = [LABEL_TO_INT.get(str(v).strip().upper(), -1) for v in arr]
         out = np.asarray(mapped, dtype=int)

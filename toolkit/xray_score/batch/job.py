@@ -1,10 +1,13 @@
 """``batch`` at nightly scale: score only what changed, record it in the ledger, export the folder.
 
-A run: discover the folder (and keep this shard's part) -> learn every file's sha256 (from the
-ledger's stat cache when (device, inode, size, mtime_ns) match, otherwise by reading it) ->
-score the contents the ledger has no usable row for (new, changed, or a transient error),
-committing rows batch by batch -> export one row per file currently in the folder (part) to
-``--out``, atomically.
+A run: discover the folder (and keep this shard's part) -> plan: each file's sha256 from the
+ledger's stat cache when (device, inode, size, mtime_ns) match, and the files to score: those
+whose content the ledger has no usable row for (new, changed, or a transient error) and those
+not in the stat cache -> score them in chunks on the workers (:mod:`xray_score.batch.runners`:
+local processes or a Dask cluster; each worker reads, hashes, decodes, predicts and returns
+rows), committing rows chunk by chunk (a row for content the ledger already knows is dropped:
+the old one stands) -> export one row per file currently in the folder (part) to ``--out``,
+atomically. This process never reads an image.
 
 Shards. ``--num-parts K --part-id I`` keeps the files whose path relative to the folder hashes
 (BLAKE2b, so stable across machines and Python versions) to ``I`` modulo ``K``. All shards share
@@ -27,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from ..io.atomic import write_atomic
 from ..io.text import display_path
 from .drift import ScoredSummary, check_run
-from .ledger import Ledger
+from .ledger import Ledger, needs_scoring
 from .locking import RunLock, lock_path, out_lock_path
 from .plan import Plan, make_plan, select_part
-from .scorer import EXTRA_COLUMNS, LABEL_COLUMN, BatchScorer, RunStats, result_columns
+from .scorer import EXTRA_COLUMNS, LABEL_COLUMN, RunStats, result_columns
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +70,57 @@ class Job:
 
 
 class LedgerSink:
-    """Commits each batch of result rows to the ledger under the planned keys."""
+    """Commits each batch of result rows to the ledger, under each file's content key.
+
+    A file the plan could not key (not in the stat cache) is keyed by the sha256 its worker
+    read; if the ledger already has a usable row for that content (a copy, a renamed or touched
+    file), that row is kept and the new one dropped, as if the file had been hashed before
+    scoring. The learned sha256s go into the stat cache, so the next run reads nothing.
+    """
 
     def __init__(self, ledger: Ledger, run_id: int, plan: Plan, bar: Any = None) -> None:
         self.ledger, self.run_id, self.plan, self.bar = ledger, run_id, plan, bar
         self.scored = ScoredSummary()  # what this run scored, for the drift check
+        self.written: set[str] = set()  # keys this run wrote
+        self.learned = 0  # files whose sha256 a worker learned (read and hashed)
+        self.known = 0  # of those, contents the ledger already had a usable row for
+        self.done = 0  # rows received
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        keys = []
+    def write(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Commit ``rows``; returns the rows written (not those of already-known content)."""
+        keys, learned, stat_entries, n_in = [], set(), [], len(rows)
+        self.done += n_in
         for row in rows:
-            planned = self.plan.keys[row["path"]]
-            if row["sha256"] and row["sha256"] != planned:  # the file changed since planning
-                self.plan.keys[row["path"]] = row["sha256"]
-            elif not row["sha256"] and not planned.startswith("path:"):
-                row["sha256"] = planned  # a timeout/crash row: the worker never said
-            keys.append(self.plan.keys[row["path"]])
-        self.ledger.put_rows(rows, keys, self.run_id, EXTRA_COLUMNS)
+            name, sha = row["path"], row["sha256"]
+            planned = self.plan.keys.get(name)
+            if planned is None:  # the worker read it: now its key is known
+                key = sha or f"path:{name}"
+                learned.add(key)
+                self.learned += bool(sha)
+                entry = self.plan.stat_entry(name, sha) if sha else None
+                if entry is not None:
+                    stat_entries.append(entry)
+            elif sha and sha != planned:  # the file changed since planning
+                key = sha
+            elif not sha and not planned.startswith("path:"):
+                row["sha256"] = key = planned  # a timeout/crash row: the worker never said
+            else:
+                key = planned
+            self.plan.keys[name] = key
+            keys.append(key)
+        stored = self.ledger.get_rows(learned, rows[0]["model_id"]) if learned else {}
+        keep = [i for i, key in enumerate(keys)
+                if key not in learned or not (key in self.written or (
+                    key in stored and not needs_scoring(stored[key])))]
+        self.known += len(rows) - len(keep)
+        rows, keys = [rows[i] for i in keep], [keys[i] for i in keep]
+        if rows or stat_entries:
+            self.ledger.put_rows(rows, keys, self.run_id, EXTRA_COLUMNS, stat_entries)
+            self.written.update(keys)
         self.scored.add(rows)
         if self.bar is not None:
-            self.bar.update(len(rows))
+            self.bar.update(n_in)
+        return rows
 
 
 @dataclass
@@ -121,18 +156,22 @@ def export_rows(ledger: Ledger, paths: list[str], plan: Plan, model_id: str,
 
 
 @contextmanager
-def backend_context(backend: str, scheduler: str | None) -> Iterator[None]:
-    """joblib's default (loky) or its Dask backend on the cluster at ``scheduler``."""
-    if backend != "dask":
-        yield
+def open_runner(job: Job) -> Iterator[Any]:
+    """Local worker processes (joblib/loky), or the Dask cluster at ``job.scheduler``."""
+    from .runners import DaskRunner, LocalRunner
+
+    if job.backend != "dask":
+        yield LocalRunner(job.n_jobs)
         return
-    import joblib
     from distributed import Client
 
-    with Client(scheduler) as client, joblib.parallel_config(backend="dask"):
-        log.info("running on the Dask cluster at %s (%d worker thread(s))", scheduler,
-                 sum(client.nthreads().values()))
-        yield
+    with Client(job.scheduler) as client:
+        threads = sum(client.nthreads().values())
+        if not threads:
+            raise UsageError(f"the Dask cluster at {job.scheduler} has no workers")
+        log.info("scoring on the Dask cluster at %s (%d worker thread(s))", job.scheduler,
+                 threads)
+        yield DaskRunner(client, in_flight=job.n_jobs if job.n_jobs > 0 else None)
 
 
 def progress_bar(total: int) -> Any:
@@ -180,18 +219,15 @@ def run_job(bundle: Any, job: Job) -> JobResult:
         stats = RunStats()
         try:
             plan = make_plan(ledger, paths, bundle.model_id)
-            log.info("%d file(s) in %s (part %s): %d to score, stat cache hits %d, hashed %d",
-                     len(paths), root, job.part, len(plan.todo), plan.stat_hits, plan.hashed)
+            log.info("%d file(s) in %s (part %s): %d to score (%d not in the stat cache), "
+                     "stat cache hits %d", len(paths), root, job.part, len(plan.todo),
+                     len(plan.unknown), plan.stat_hits)
             runtime = None  # nothing to score: no model is loaded
             drift = None
+            sink = LedgerSink(ledger, run_id, plan)
             if plan.todo:
-                scorer = BatchScorer(bundle, n_jobs=job.n_jobs, timeout=job.timeout,
-                                     batch_size=job.batch_size, **job.predictor_kwargs)
-                with backend_context(job.backend, job.scheduler), \
-                        progress_bar(len(plan.todo)) as bar:
-                    sink = LedgerSink(ledger, run_id, plan, bar)
-                    scorer.run(plan.todo, sink, None, stats)
-                runtime = getattr(scorer.predictor, "runtime", None)
+                stats.n_files = len(plan.todo)
+                runtime = score_todo(bundle, job, plan, sink, stats)
                 if sink.scored.n:  # a run that scored nothing adds no point
                     summary["scored_summary"] = sink.scored.as_dict()
                     drift = check_run(ledger, run_id, bundle.model_id, sink.scored,
@@ -206,7 +242,7 @@ def run_job(bundle: Any, job: Job) -> JobResult:
                 exported = _tee(exported, kept)
             write_atomic(job.out, columns, exported, job.fmt)
             code = ExitCode.SOME_FAILED if tally.failed_by_kind else ExitCode.OK
-            summary.update(_summary(job, bundle.model_id, len(paths), plan, stats, tally,
+            summary.update(_summary(job, bundle.model_id, len(paths), plan, sink, stats, tally,
                                     time.perf_counter() - started))
             summary["model_runtime"] = runtime
             summary["drift"] = drift
@@ -247,8 +283,39 @@ def _tee(rows: Iterator[dict[str, Any]], into: list[dict[str, Any]]
         yield row
 
 
-def _summary(job: Job, model_id: str, n_files: int, plan: Plan, stats: RunStats,
-             tally: ExportTally, seconds: float) -> dict[str, Any]:
+def score_todo(bundle: Any, job: Job, plan: Plan, sink: LedgerSink, stats: RunStats
+               ) -> str | None:
+    """Score the plan's files on the job's workers, committing rows as chunks come back;
+    returns what ran the model."""
+    from ..model.kinds import registered_elsewhere
+    from .chunks import ChunkTask
+    from .scorer import BatchScorer
+
+    task = ChunkTask(bundle_path=str(bundle.path.resolve()), model_id=bundle.model_id,
+                     timeout=job.timeout, batch_size=job.batch_size, threads=1,
+                     kinds=registered_elsewhere(),
+                     log_level=logging.getLogger("xray_score").getEffectiveLevel(),
+                     **job.predictor_kwargs)
+    rows_of = BatchScorer(bundle)  # rows for files that killed their worker (no model needed)
+    runtime, start, last_log = None, time.perf_counter(), time.perf_counter()
+    with open_runner(job) as runner, progress_bar(len(plan.todo)) as bar:
+        sink.bar = bar
+        for result in runner.run(task, plan.todo):
+            rows = result.rows + [row for f in result.failures for row in rows_of.rows([f])]
+            stats.record(sink.write(rows), time.perf_counter() - start)
+            stats.bytes_received += result.nbytes
+            if runtime is None and result.runtime:
+                runtime = result.runtime
+                log.info("the model runs in each worker on %s", runtime)
+            if time.perf_counter() - last_log > 10:
+                last_log = time.perf_counter()
+                log.info("%d/%d files done", sink.done, len(plan.todo))
+    stats.seconds += time.perf_counter() - start
+    return runtime
+
+
+def _summary(job: Job, model_id: str, n_files: int, plan: Plan, sink: LedgerSink,
+             stats: RunStats, tally: ExportTally, seconds: float) -> dict[str, Any]:
     scored = stats.n_ok + stats.n_error
     return {
         "out": str(job.out), "format": job.fmt, "model_id": model_id, "part": job.part,
@@ -258,7 +325,9 @@ def _summary(job: Job, model_id: str, n_files: int, plan: Plan, stats: RunStats,
         "out_of_domain": stats.n_out_of_domain, "out_of_domain_rows": tally.out_of_domain,
         "rows": tally.rows, "failed_rows": sum(tally.failed_by_kind.values()),
         "failed_by_kind": dict(tally.failed_by_kind),
-        "stat_cache_hits": plan.stat_hits, "hashed": plan.hashed,
+        "stat_cache_hits": plan.stat_hits, "hashed": sink.learned,
+        "known_content": sink.known,
+        "result_bytes_per_file": round(stats.bytes_received / sink.done) if sink.done else None,
         "scoring_seconds": round(stats.seconds, 3),
         "images_per_second_including_startup": stats.images_per_second_including_startup,
         "images_per_second_after_startup": stats.images_per_second_after_startup,

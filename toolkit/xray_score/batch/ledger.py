@@ -146,11 +146,19 @@ class Ledger:
             out.append(hit[2] if hit and hit[:2] == (st.st_size, st.st_mtime_ns) else None)
         return out
 
-    def cache_hashes(self, entries: Iterable[tuple[os.stat_result, str]]) -> None:
+    def cache_hashes(self, entries: Iterable[tuple[Any, str]]) -> None:
+        """Remember sha256s by (dev, inode, size, mtime_ns): a stat result or that tuple."""
         with self.transaction():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)",
-                [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha) for st, sha in entries])
+            self._cache_hashes(entries)
+
+    def _cache_hashes(self, entries: Iterable[tuple[Any, str]]) -> None:
+        values = []
+        for st, sha in entries:
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if hasattr(
+                st, "st_ino") else tuple(st)
+            values.append((*key, sha))
+        if values:
+            self.db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?)", values)
 
     # ------------------------------------------------------------------ results
     def get_rows(self, keys: Iterable[str], model_id: str) -> dict[str, dict[str, Any]]:
@@ -164,8 +172,9 @@ class Ledger:
         return out
 
     def put_rows(self, rows: list[dict[str, Any]], keys: list[str], run_id: int,
-                 extra_columns: list[str]) -> None:
-        """Insert or replace result rows (one transaction: durable when this returns)."""
+                 extra_columns: list[str], stat_entries: Iterable[tuple[Any, str]] = ()) -> None:
+        """Insert or replace result rows, and remember ``stat_entries`` (see
+        :meth:`cache_hashes`), in one transaction: durable when this returns."""
         values = []
         for row, key in zip(rows, keys, strict=True):
             extra = {c: row[c] for c in extra_columns if row.get(c)}
@@ -173,7 +182,9 @@ class Ledger:
                            json.dumps(extra) if extra else None, row["path"], run_id))
         marks = ",".join("?" * (len(ROW_FIELDS) + 5))
         with self.transaction():
-            self.db.executemany(f"INSERT OR REPLACE INTO results VALUES ({marks})", values)
+            if values:
+                self.db.executemany(f"INSERT OR REPLACE INTO results VALUES ({marks})", values)
+            self._cache_hashes(stat_entries)
 
     def count(self, model_id: str | None = None) -> int:
         if model_id is None:

@@ -84,7 +84,8 @@ def resilient_map(
     """Yield ``(index, item, func(item) or TaskFailure)`` for every item, in completion order.
 
     ``func`` must handle its own ordinary errors (return them as values); only hangs (longer
-    than ``timeout`` seconds) and worker deaths are turned into :class:`TaskFailure` here.
+    than ``timeout`` seconds) and worker deaths are turned into :class:`TaskFailure` here. An
+    exception ``func`` raises (a bad bundle, a bug) is raised here, as joblib raises it.
     With ``n_jobs == 1`` and no timeout the map runs in this process (no crash protection).
     """
     source = iter(enumerate(items))
@@ -119,6 +120,8 @@ def resilient_map(
         except GeneratorExit:
             raise
         except Exception as exc:  # noqa: BLE001 - the pool broke: isolate what was in flight
+            if not pool_broke(exc):
+                raise
             suspects = sorted(in_flight.items())
             in_flight.clear()
             log.warning(
@@ -130,6 +133,14 @@ def resilient_map(
                 yield index, item, _run_isolated(func, item, timeout)
 
 
+def pool_broke(exc: BaseException) -> bool:
+    """Whether joblib raised ``exc`` because a worker died or a task timed out (rather than
+    re-raising an exception of the task itself)."""
+    name = type(exc).__name__
+    return any(mark in name for mark in ("Terminated", "Killed", "BrokenProcessPool",
+                                         "Timeout", "Pickling")) or isinstance(exc, EOFError)
+
+
 def _run_isolated(func: Callable[[T], R], item: T, timeout: float | None) -> R | TaskFailure:
     """Run one task alone in a worker process, so a hang or crash is its own."""
     try:
@@ -137,6 +148,8 @@ def _run_isolated(func: Callable[[T], R], item: T, timeout: float | None) -> R |
             [delayed(func)(item)])
         return result
     except Exception as exc:  # noqa: BLE001 - TerminatedWorkerError, KilledWorker, pickling ...
+        if not pool_broke(exc):
+            raise
         name = type(exc).__name__
         if "Timeout" in name:  # builtin or multiprocessing TimeoutError
             return TaskFailure(ErrorKind.TIMEOUT, f"no result after {timeout:g} s; worker killed")

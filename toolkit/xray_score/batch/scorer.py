@@ -107,6 +107,7 @@ class RunStats:
     startup_seconds: float | None = None  # until the first batch of rows (workers, model)
     startup_rows: int = 0  # rows in that first batch
     n_out_of_domain: int = 0  # scored, but far from what the model was trained on
+    bytes_received: int = 0  # result rows' pickled size, as workers sent them back
 
     def record(self, rows: list[dict[str, Any]], since_start: float) -> None:
         """Count a batch of rows written ``since_start`` seconds into the run."""

@@ -30,14 +30,13 @@ def augmentation_options(spec: dict[str, Any]) -> tuple[int, dict | None, dict |
 
 def _chunk_features(pixels: np.ndarray, start: int, extractor: Any, copies: int, seed: int,
                     framing: dict | None, intensity: dict | None) -> np.ndarray:
-    rows = []
+    images = []
     for offset, img in enumerate(pixels):
-        rows.append(extractor.transform_one(img))
+        images.append(img)
         for copy in range(copies):
             rng = np.random.default_rng([seed, start + offset, copy])
-            rows.append(extractor.transform_one(augment_batch(img[None], rng, framing,
-                                                              intensity)[0]))
-    return np.stack(rows)
+            images.append(augment_batch(img[None], rng, framing, intensity)[0])
+    return extractor.transform_batch(np.stack(images))
 
 
 def augmented_features(pixels: np.ndarray, y: np.ndarray, extractor: Any, spec: dict[str, Any],

@@ -53,9 +53,9 @@ class BaselinePredictor:
 
     @property
     def runtime(self) -> str:
-        import lightgbm
+        from importlib.metadata import version
 
-        return f"LightGBM {lightgbm.__version__}, 1 thread"
+        return f"LightGBM {version('lightgbm')}, 1 thread"
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
         # one thread: the cores belong to the decode workers; OpenMP spinning would steal them
@@ -79,9 +79,9 @@ class BaselinePredictor:
 
     @classmethod
     def load(cls, bundle: Any) -> BaselinePredictor:
-        import lightgbm as lgb
+        from .native import load_booster
 
-        booster = lgb.Booster(model_file=str(bundle.file(bundle.meta["model_file"])))
+        booster = load_booster(bundle.file(bundle.meta["model_file"]))
         return cls(booster=booster, spec=bundle.meta["pipeline"], history=bundle.history)
 
 

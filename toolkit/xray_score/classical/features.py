@@ -1,14 +1,21 @@
-"""HOG + LBP features on scikit-image, as a scikit-learn transformer.
+"""HOG + LBP features (scikit-image's definitions), as a scikit-learn transformer.
 
-Input: canonical gray images, an array ``(n, size, size)`` uint8 (see :mod:`xray_score.images`).
+Input: canonical gray images, an array ``(n, size, size)`` uint8 (see :mod:`xray_score.io.decode`).
 Output: one row per image: a HOG descriptor followed by uniform-LBP histograms on a grid of
 regions for each (points, radius) pair, and an optional coarse intensity histogram.
+
+The computation lives in :class:`xray_score.classical.extract.FeatureExtractor` (batched,
+equal to ``skimage.feature.hog`` / ``local_binary_pattern`` bit for bit); this class is its
+scikit-learn face, for pipelines and ``clone``. Scoring workers use the extractor directly and
+never import scikit-learn.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+
+from .extract import FeatureExtractor
 
 
 class HogLbpFeatures(TransformerMixin, BaseEstimator):
@@ -53,12 +60,18 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         self.clahe_clip = clahe_clip
         self.intensity_bins = intensity_bins
 
+    def extractor(self) -> FeatureExtractor:
+        """The batch extractor these parameters describe (validated there, in one place)."""
+        return FeatureExtractor(
+            image_size=self.image_size, hog_orientations=self.hog_orientations,
+            hog_pixels_per_cell=self.hog_pixels_per_cell,
+            hog_cells_per_block=self.hog_cells_per_block, lbp_points=tuple(self.lbp_points),
+            lbp_radii=tuple(self.lbp_radii), lbp_grid=self.lbp_grid, lbp_size=self.lbp_size,
+            clahe=self.clahe, clahe_clip=self.clahe_clip, intensity_bins=self.intensity_bins)
+
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> HogLbpFeatures:  # noqa: N803
         """Nothing to learn; checks the parameters."""
-        if len(self.lbp_points) != len(self.lbp_radii):
-            raise ValueError("lbp_points and lbp_radii must have the same length")
-        if (self.lbp_size or self.image_size) % self.lbp_grid:
-            raise ValueError("the LBP image side must be a multiple of lbp_grid")
+        self.extractor()
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
@@ -66,67 +79,22 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         X = np.asarray(X)  # noqa: N806
         if X.ndim == 2:
             X = X[None]  # noqa: N806
-        return np.stack([self.transform_one(img) for img in X]) if len(X) else np.zeros(
-            (0, self.n_features_), np.float32
-        )
+        extractor = self.extractor()
+        if not len(X):
+            return np.zeros((0, extractor.n_features), np.float32)
+        return extractor.transform_batch(X)
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
 
     @property
     def n_features_(self) -> int:
-        blank = np.zeros((self.image_size, self.image_size), np.uint8)
-        return int(self.transform_one(blank).size)
+        return self.extractor().n_features
 
     def blocks(self) -> list[tuple[str, int, int]]:
         """(name, start, stop) of each part of a feature row: hog, lbp, intensity."""
-        cells = self.image_size // self.hog_pixels_per_cell
-        per_side = max(cells - self.hog_cells_per_block + 1, 0)
-        hog = per_side ** 2 * self.hog_cells_per_block ** 2 * self.hog_orientations
-        lbp = sum(int(p) + 2 for p in self.lbp_points) * self.lbp_grid ** 2
-        parts = [("hog", hog), ("lbp", lbp), ("intensity", int(self.intensity_bins))]
-        out, start = [], 0
-        for name, size in parts:
-            if size:
-                out.append((name, start, start + size))
-                start += size
-        return out
+        return self.extractor().blocks()
 
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         """Features of one canonical image ``(size, size)`` uint8."""
-        from skimage.exposure import equalize_adapthist
-        from skimage.feature import hog, local_binary_pattern
-
-        if image.shape != (self.image_size, self.image_size):
-            raise ValueError(f"expected a {self.image_size}px square image, got {image.shape}")
-        img = image
-        if self.clahe:
-            img = (equalize_adapthist(img, clip_limit=self.clahe_clip) * 255).astype(np.uint8)
-        parts = [
-            hog(
-                img,
-                orientations=self.hog_orientations,
-                pixels_per_cell=(self.hog_pixels_per_cell,) * 2,
-                cells_per_block=(self.hog_cells_per_block,) * 2,
-                block_norm="L2-Hys",
-                feature_vector=True,
-            )
-        ]
-        lbp_img = img
-        if self.lbp_size and self.lbp_size != self.image_size:
-            import cv2
-
-            lbp_img = cv2.resize(img, (self.lbp_size,) * 2, interpolation=cv2.INTER_AREA)
-        side = lbp_img.shape[0]
-        step = side // self.lbp_grid
-        for points, radius in zip(self.lbp_points, self.lbp_radii, strict=True):
-            codes = local_binary_pattern(lbp_img, int(points), float(radius), method="uniform")
-            n_bins = int(points) + 2
-            blocks = codes.reshape(self.lbp_grid, step, self.lbp_grid, step).swapaxes(1, 2)
-            for block in blocks.reshape(-1, step * step):
-                parts.append(np.bincount(block.astype(np.int64), minlength=n_bins) / block.size)
-        if self.intensity_bins:
-            hist = np.bincount(img.ravel().astype(np.int64) * self.intensity_bins // 256,
-                               minlength=self.intensity_bins)
-            parts.append(hist / img.size)
-        return np.concatenate(parts).astype(np.float32)
+        return self.extractor().transform_one(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -14,20 +15,23 @@ from ..model.kinds import KindBase, register_kind
 from ..model.spec import check_section
 from .augmented import augmentation_options, augmented_features
 from .booster import LIGHTGBM_KEYS, BaselinePredictor, fit_baseline
-from .features import HogLbpFeatures
+from .extract import FeatureExtractor
 
-FEATURE_KEYS = tuple(HogLbpFeatures().get_params())
+FEATURE_KEYS = tuple(f.name for f in fields(FeatureExtractor))
 TRAINING_KEYS = ("class_weight", "early_stopping_rounds", "seed", "threads")
 AUGMENTATION_KEYS = ("copies", "framing", "intensity")
 
 
-def feature_extractor(spec: dict[str, Any]) -> HogLbpFeatures:
-    """The HOG/LBP transformer a baseline pipeline spec describes."""
+def feature_extractor(spec: dict[str, Any]) -> FeatureExtractor:
+    """The HOG/LBP extractor a baseline pipeline spec describes."""
     params = dict(spec.get("features") or {})
     for key in ("lbp_points", "lbp_radii"):
         if key in params:
             params[key] = tuple(params[key])
-    return HogLbpFeatures(image_size=int(spec["input_size"]), **params).fit(None)
+    try:
+        return FeatureExtractor(image_size=int(spec["input_size"]), **params)
+    except ValueError as exc:
+        raise UsageError(f"features: {exc}") from exc
 
 
 class BaselineKind(KindBase):
@@ -63,8 +67,8 @@ class BaselineKind(KindBase):
                                                   spec, n_jobs=threads)
         return fit_baseline(x_train, y_train, x_val, y_val, spec)
 
-    def load(self, bundle: Any, weights: str | None = None,
-             engine: str = "auto") -> BaselinePredictor:
+    def load(self, bundle: Any, weights: str | None = None, engine: str = "auto",
+             threads: int | None = None) -> BaselinePredictor:
         predictor = BaselinePredictor.load(bundle)
         predictor.domain = DomainCheck.load(bundle)
         return predictor
@@ -76,7 +80,8 @@ class BaselineKind(KindBase):
         """HOG/LBP features (computed here when ``x`` holds the augmenting path's pixels)."""
         if x.ndim == 3:
             extractor = feature_extractor(spec)
-            return np.stack([extractor.transform_one(img) for img in x])
+            return np.concatenate([extractor.transform_batch(x[i:i + 256])
+                                   for i in range(0, len(x), 256)])
         return x
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..io.decode import MAX_PIXELS
 from ..io.preprocess import Preprocessor
-from ..model.domain import DomainCheck
+from ..model.domain import IMAGE_STATISTICS, DomainCheck, image_statistics
 from ..model.kinds import KindBase, register_kind
 from ..model.spec import check_section
 from .predictor import CnnPredictor
@@ -38,13 +38,20 @@ class CnnKind(KindBase):
 
         return fit_cnn(x_train, y_train, x_val, y_val, spec, weights=options.get("weights"))
 
-    def load(self, bundle: Any, weights: str | None = None, engine: str = "auto") -> CnnPredictor:
-        predictor = CnnPredictor.load(bundle, bundle.meta, weights=weights, engine=engine)
+    def load(self, bundle: Any, weights: str | None = None, engine: str = "auto",
+             threads: int | None = None) -> CnnPredictor:
+        predictor = CnnPredictor.load(bundle, bundle.meta, weights=weights, engine=engine,
+                                      threads=threads)
         predictor.domain = DomainCheck.load(bundle)
         return predictor
 
     def domain_features(self, model: Any, x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-        return model.embed(x)  # the network's embedding
+        """The network's embedding, then a few image statistics (polarity, exposure)."""
+        return np.concatenate([model.embed(x), image_statistics(x)], axis=1)
+
+    def domain_blocks(self, spec: dict[str, Any], dim: int) -> list[tuple[str, int, int]]:
+        image = len(IMAGE_STATISTICS)
+        return [("embedding", 0, dim - image), ("image", dim - image, dim)]
 
 
 register_kind(CnnKind())

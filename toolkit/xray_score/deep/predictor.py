@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BundleError, UsageError
+from ..model.domain import image_statistics
 from .lite import ENGINES
 from .spec import normalize_spec
 from .weights import weights_for_load
@@ -163,18 +164,22 @@ class CnnPredictor:
                 return np.zeros(0), np.zeros(0)
             raw = np.concatenate([o["probability"][:n].reshape(-1) for o, n in chunks])
             emb = np.concatenate([o["embedding"][:n] for o, n in chunks])
-            return raw.astype(float), self.domain.score(emb)
-        return self.predict_raw(batch), self.domain.score(self.embed(batch))
+        else:
+            raw, emb = self.predict_raw(batch), self.embed(batch)
+        features = np.concatenate([emb, image_statistics(batch)], axis=1)
+        return raw.astype(float), self.domain.score(features)
 
     @classmethod
     def load(cls, source: str | Path | Any, meta: dict[str, Any],
-             weights: str | Path | None = None, engine: str = "auto") -> CnnPredictor:
+             weights: str | Path | None = None, engine: str = "auto",
+             threads: int | None = None) -> CnnPredictor:
         """Rebuild from ``save`` output; head-only bundles need the referenced weights file.
 
         ``source``: a verified :class:`~xray_score.model.bundle.Bundle` (files are read only
         when bundle.json lists them, checksums verified), or the folder ``save`` wrote.
         ``engine``: "auto" runs the bundle's TFLite network when it has one, else Keras;
         "keras" always Keras; "tflite" the stored network, or one converted now (slow start).
+        ``threads``: the network's threads (default :func:`~xray_score.deep.lite.network_threads`).
         """
         if engine not in ENGINES:
             raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -186,9 +191,9 @@ class CnnPredictor:
             raise BundleError(f"bundle.json lacks cnn/backbone keys: {exc}") from exc
         booster = None
         if cm["head"] == "lightgbm":
-            import lightgbm as lgb
+            from ..classical.native import load_booster
 
-            booster = lgb.Booster(model_file=str(d.file("lightgbm.txt")))
+            booster = load_booster(d.file("lightgbm.txt"))
         info = {"file": bm.get("weights_file"), "sha256": bm.get("weights_sha256")}
         common = {"history": meta.get("history") or cm.get("history"),
                   "weights_info": info if info["sha256"] else None}
@@ -197,17 +202,17 @@ class CnnPredictor:
             from .lite import LiteNetwork
 
             pred = cls(None, spec, booster, **common,
-                       lite=LiteNetwork(d.file(stored["file"]).read_bytes()),
-                       model_loader=lambda: _load_keras(d, cm, bm, spec, weights),
+                       lite=LiteNetwork(d.file(stored["file"]).read_bytes(), threads),
+                       model_loader=lambda: _load_keras(d, cm, bm, spec, weights, threads),
                        embedding_dim=cm.get("embedding_dim"))
         else:
-            model = _load_keras(d, cm, bm, spec, weights)
+            model = _load_keras(d, cm, bm, spec, weights, threads)
             lite = None
             if engine == "tflite":
                 from .lite import LiteNetwork, convert
 
                 log.info("bundle has no TFLite network; converting the Keras one now")
-                lite = LiteNetwork(convert(model))
+                lite = LiteNetwork(convert(model), threads)
             pred = cls(model, spec, booster, **common, lite=lite)
         log.info("CNN %s runs on %s", spec["backbone"], pred.runtime)
         return pred
@@ -226,11 +231,11 @@ class _Folder:
 
 
 def _load_keras(d: Any, cm: dict[str, Any], bm: dict[str, Any], spec: dict[str, Any],
-                weights: str | Path | None) -> keras.Model:
+                weights: str | Path | None, threads: int | None = None) -> keras.Model:
     """The bundle's Keras network (imports TensorFlow); head-only bundles need the weights."""
     from .network import build_network, keras, set_tf_threads
 
-    set_tf_threads()
+    set_tf_threads(threads)
     if cm["storage"] == "full":
         return keras.models.load_model(d.file("model.keras"), safe_mode=True, compile=False)
     model = build_network(spec, weights_for_load(bm, weights), augment=False)

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from ..errors import BundleError, UsageError
 from ..io.preprocess import MultiPreprocessor
 from ..model.bundle import Bundle
-from ..model.decision import logit
+from ..model.decision import expit, logit
 from ..model.kinds import DomainAware, KindBase, register_kind
 from ..model.spec import check_section
 
@@ -121,12 +120,13 @@ class EnsembleKind(KindBase):
             **options: Any) -> EnsemblePredictor:
         return EnsemblePredictor(self._members(spec), spec.get("weights"))
 
-    def load(self, bundle: Bundle, weights: str | None = None,
-             engine: str = "auto") -> EnsemblePredictor:
+    def load(self, bundle: Bundle, weights: str | None = None, engine: str = "auto",
+             threads: int | None = None) -> EnsemblePredictor:
         members = self._bundle_members(bundle)
         stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
         return EnsemblePredictor(members, stored.get("weights"),
-                                 [m.predictor(weights=weights, engine=engine) for m in members])
+                                 [m.predictor(weights=weights, engine=engine, threads=threads)
+                                  for m in members])
 
     def copy_files(self, bundle: Bundle, staging: Path, final: Path) -> list[str]:
         """Members stay where they are: the copy's ``ensemble.json`` points at them from its

@@ -6,9 +6,12 @@ import hashlib
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ..errors import UsageError
 from ..hashing import sha256_bytes
@@ -81,6 +84,8 @@ def read_labeled(root: str | Path, splits: tuple[str, ...] | None = None) -> pd.
         for path in discover(folder):
             rows.append((str(path), CLASS_NAMES.index(class_name), class_name,
                          patient_id(path.name) or dicom_patient_id(path), split or ""))
+    import pandas as pd
+
     df = pd.DataFrame(rows, columns=["path", "label", "label_name", "patient_id", "split"])
     missing = df["patient_id"].isna()
     if missing.any():

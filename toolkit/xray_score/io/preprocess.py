@@ -41,9 +41,13 @@ class FileResult:
 class Preprocessor:
     """Picklable per-file preprocessing: canonical decode/resize, then an optional transform.
 
-    ``transform`` is any picklable object with ``transform_one(pixels) -> array`` (the
-    HOG/LBP extractor for the baseline; None for networks, which take the pixels). Each model
-    kind builds its own from a pipeline spec (:mod:`xray_score.model.kinds`).
+    ``transform`` is any picklable object with ``transform_batch(pixels (N, S, S)) -> (N, F)``
+    (the HOG/LBP extractor for the baseline; None for networks, which take the pixels). Each
+    model kind builds its own from a pipeline spec (:mod:`xray_score.model.kinds`).
+
+    Two routes, same numbers: ``__call__`` gives one file's model input (decode, resize,
+    transform); ``decode`` stops at the canonical pixels so that a worker scoring a chunk of
+    files can transform them in one batch (:meth:`transform_batch`).
     """
 
     size: int
@@ -54,6 +58,16 @@ class Preprocessor:
     def __call__(self, path: str) -> FileResult:
         return run_guarded(path, lambda data: self.from_bytes(data, {}))
 
+    def decode(self, path: str, into: FileResult | None = None) -> FileResult:
+        """One file's canonical pixels (``x``: (S, S) uint8), or its error."""
+        return run_guarded(path, lambda data: self.pixels_from_bytes(data, {}), into)
+
+    def transform_batch(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        """Model inputs of several files' canonical pixels (the transform runs once)."""
+        if self.transform is None or not pixels:
+            return list(pixels)
+        return list(self.transform.transform_batch(np.stack(pixels)))
+
     @property
     def decode_key(self) -> tuple[int | None, int]:
         """Files decode identically for preprocessors with equal keys (compare decodes once)."""
@@ -63,15 +77,18 @@ class Preprocessor:
         """The model's batch input from several files' ``x`` (what ``predict_raw`` takes)."""
         return np.stack(xs)
 
-    def from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, np.ndarray]:
-        """Decode (reusing ``cache`` by :attr:`decode_key`), resize, transform."""
+    def pixels_from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, np.ndarray]:
+        """Decode (reusing ``cache`` by :attr:`decode_key`) and resize to the canonical square."""
         key = self.decode_key
         if key not in cache:
             cache[key] = decode_gray(data, max_pixels=self.max_pixels, draft_size=key[0])
         decoded = cache[key]
-        pixels = resize_square(decoded.gray, self.size)
-        x = pixels if self.transform is None else self.transform.transform_one(pixels)
-        return decoded, x
+        return decoded, resize_square(decoded.gray, self.size)
+
+    def from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, np.ndarray]:
+        """Decode (reusing ``cache`` by :attr:`decode_key`), resize, transform."""
+        decoded, pixels = self.pixels_from_bytes(data, cache)
+        return decoded, self.transform_batch([pixels])[0]
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,22 @@ class MultiPreprocessor:
     def __call__(self, path: str) -> FileResult:
         return run_guarded(path, lambda data: self.from_bytes(data, {}))
 
+    def decode(self, path: str, into: FileResult | None = None) -> FileResult:
+        """Every part's canonical pixels from one read and one decode per decode setting."""
+        return run_guarded(path, lambda data: self.pixels_from_bytes(data, {}), into)
+
+    def pixels_from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, tuple[Any, ...]]:
+        outs = [part.pixels_from_bytes(data, cache) for part in self.parts]
+        return outs[0][0], tuple(x for _, x in outs)
+
+    def transform_batch(self, pixels: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Each part's model inputs for several files (one transform call per part)."""
+        if not pixels:
+            return []
+        per_part = [part.transform_batch([x[i] for x in pixels])
+                    for i, part in enumerate(self.parts)]
+        return list(zip(*per_part, strict=True))
+
     def from_bytes(self, data: bytes, cache: dict) -> tuple[Decoded, tuple[Any, ...]]:
         """Every part's input from one decode per distinct decode setting."""
         outs = [part.from_bytes(data, cache) for part in self.parts]
@@ -93,10 +126,12 @@ class MultiPreprocessor:
         return tuple(part.stack([x[i] for x in xs]) for i, part in enumerate(self.parts))
 
 
-def run_guarded(path: str, work: Any) -> FileResult:
-    """Read ``path`` and apply ``work(bytes) -> (Decoded, x)``; any failure is this file's."""
+def run_guarded(path: str, work: Any, into: FileResult | None = None) -> FileResult:
+    """Read ``path`` and apply ``work(bytes) -> (Decoded, x)``; any failure is this file's.
+
+    ``into``: a result to fill in place (a watchdog reads its ``sha256`` if ``work`` hangs)."""
     start = time.perf_counter()
-    result = FileResult(path=str(path))
+    result = into if into is not None else FileResult(path=str(path))
     try:
         data = read_bytes(path)
         result.sha256 = sha256_bytes(data)

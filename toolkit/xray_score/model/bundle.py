@@ -7,6 +7,7 @@ before any model code runs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -100,9 +101,15 @@ class Bundle:
         """The worker-side preprocessing this bundle's model was trained with (TF-free)."""
         return get_kind(self.kind).bundle_preprocessor(self)
 
-    def predictor(self, weights: str | None = None, engine: str = "auto") -> Any:
-        """The model behind this bundle (:class:`xray_score.model.kinds.Predictor`)."""
-        return get_kind(self.kind).load(self, weights=weights, engine=engine)
+    def predictor(self, weights: str | None = None, engine: str = "auto",
+                  threads: int | None = None) -> Any:
+        """The model behind this bundle (:class:`xray_score.model.kinds.Predictor`);
+        ``threads`` goes to kinds whose ``load`` takes it."""
+        kind = get_kind(self.kind)
+        options: dict[str, Any] = {"weights": weights, "engine": engine}
+        if "threads" in inspect.signature(kind.load).parameters:
+            options["threads"] = threads
+        return kind.load(self, **options)
 
 
 def _verify_files(path: Path, files: dict[str, str]) -> None:

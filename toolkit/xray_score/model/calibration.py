@@ -8,7 +8,7 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from .decision import decide
+from .decision import apply_calibration, decide  # noqa: F401 - apply_calibration lives there
 from .decision import logit as _logit
 
 
@@ -46,19 +46,6 @@ def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str = "platt",
                 "y": [float(v) for v in iso.y_thresholds_]}
     raise ValueError(f"unknown calibration method {method!r} (platt, temperature, isotonic, "
                      "none)")
-
-
-def apply_calibration(cal: dict, raw: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities for raw scores, from a :func:`fit_calibration` dict."""
-    raw = np.asarray(raw, dtype=np.float64)
-    method = cal.get("method", "none")
-    if method == "none":
-        return raw
-    if method in ("platt", "temperature"):
-        return expit(cal["a"] * _logit(raw) + cal["b"])
-    if method == "isotonic":
-        return np.interp(raw, cal["x"], cal["y"])
-    raise ValueError(f"unknown calibration method {method!r}")
 
 
 def choose_threshold(p: np.ndarray, y: np.ndarray, policy: str = "sensitivity",

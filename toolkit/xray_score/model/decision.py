@@ -37,6 +37,26 @@ def margin(p: Any, threshold: float) -> np.ndarray:
     return logit(p) - logit(threshold)
 
 
+def expit(z: Any) -> np.ndarray:
+    """The logistic function 1 / (1 + exp(-z)), in NumPy (scoring workers import no SciPy)."""
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def apply_calibration(cal: dict[str, Any], raw: Any) -> np.ndarray:
+    """Calibrated probabilities for raw scores, from a ``calibration.fit_calibration`` dict."""
+    raw = np.asarray(raw, dtype=np.float64)
+    method = cal.get("method", "none")
+    if method == "none":
+        return raw
+    if method in ("platt", "temperature"):
+        return expit(cal["a"] * logit(raw) + cal["b"])
+    if method == "isotonic":
+        return np.interp(raw, cal["x"], cal["y"])
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """A bundle's calibration map and threshold: raw model output -> probability -> label."""
@@ -46,8 +66,6 @@ class OperatingPoint:
 
     def probability(self, raw: Any) -> np.ndarray:
         """Calibrated probabilities of raw model outputs (the one place calibration is applied)."""
-        from .calibration import apply_calibration
-
         return apply_calibration(self.calibration, raw)
 
     def decide(self, p: Any) -> np.ndarray:

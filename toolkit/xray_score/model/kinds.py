@@ -27,9 +27,17 @@ _REGISTRY: dict[str, ModelKind] = {}
 
 
 class Preprocessor(Protocol):
-    """Picklable, TensorFlow-free: one file path -> a :class:`FileResult` (runs in workers)."""
+    """Picklable, TensorFlow-free: one file path -> a :class:`FileResult` (runs in workers).
+
+    ``__call__`` gives a file's model input; ``decode`` stops at its canonical pixels and
+    ``transform_batch`` turns several files' pixels into model inputs at once (a worker
+    scoring a chunk of files uses these two)."""
 
     def __call__(self, path: str) -> FileResult: ...
+
+    def decode(self, path: str, into: FileResult | None = None) -> FileResult: ...
+
+    def transform_batch(self, pixels: list[Any]) -> list[Any]: ...
 
     def stack(self, xs: list[Any]) -> Any:
         """The batch input ``predict_raw`` takes, from several files' ``FileResult.x``."""
@@ -104,9 +112,10 @@ class ModelKind(Protocol):
             spec: dict[str, Any], **options: Any) -> TrainedModel:
         """Train on preprocessed arrays (``options``: e.g. the CNN's ``weights``)."""
 
-    def load(self, bundle: Bundle, weights: str | None = None,
-             engine: str = "auto") -> Predictor:
-        """The model of a verified bundle (kinds ignore options that do not apply to them)."""
+    def load(self, bundle: Bundle, weights: str | None = None, engine: str = "auto",
+             threads: int | None = None) -> Predictor:
+        """The model of a verified bundle (kinds ignore options that do not apply to them);
+        ``threads``: what the model may use (None: the process's default)."""
 
 
 class KindBase:
@@ -154,6 +163,12 @@ def register_kind(kind: ModelKind) -> ModelKind:
     """Make ``kind`` usable in pipelines and bundles (``kind: <name>``)."""
     _REGISTRY[kind.name] = kind
     return kind
+
+
+def registered_elsewhere() -> tuple[ModelKind, ...]:
+    """Kinds registered in this process that are not built in: a worker process registers
+    them too before it loads a bundle (they travel with its task, pickled by reference)."""
+    return tuple(kind for name, kind in _REGISTRY.items() if name not in BUILTIN_KINDS)
 
 
 def kind_names() -> tuple[str, ...]:

@@ -1,0 +1,168 @@
+"""Where ``batch`` sends its chunks: local worker processes (joblib/loky) or a Dask cluster.
+
+Both run a :class:`~xray_score.batch.chunks.ChunkTask` on chunks of files and yield
+:class:`~xray_score.batch.chunks.ChunkResult` in completion order, with a bounded number of
+chunks in flight (backpressure: ten million files never become ten million futures). They
+differ only in how they survive a worker that dies:
+
+- a chunk whose worker dies is run again on its own; if that kills its worker too, its files
+  are run one at a time, and the file that kills a worker on its own becomes a ``worker_crash``
+  row (Dask: after the scheduler's own retries, ``distributed.scheduler.allowed-failures``,
+  and one more task of its own: the scheduler also blames tasks that merely waited on a dying
+  worker, fewer with ``distributed.scheduler.worker-saturation: 1.0``);
+- a file that hangs is a ``timeout`` row from the worker's own watchdog; the files after it in
+  its chunk come back ``unfinished`` and are sent again. On Dask the worker that hung is then
+  restarted, which ends the abandoned thread; a local worker keeps it (idle or not) until the
+  run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from ..errors import ErrorKind
+from .chunks import ChunkResult, ChunkTask, failure_result
+from .parallel import TaskFailure, resilient_map
+
+log = logging.getLogger(__name__)
+
+CHUNKS_PER_WORKER = 4  # at least this many chunks per worker thread, for balance
+
+
+class Runner(Protocol):
+    def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]: ...
+
+
+def chunk_size(n_files: int, batch_size: int, workers: int) -> int:
+    """Files per task: one model batch, fewer when that would leave workers idle."""
+    return max(1, min(int(batch_size), -(-n_files // (CHUNKS_PER_WORKER * max(1, workers)))))
+
+
+def chunked(paths: list[str], size: int) -> deque[list[str]]:
+    size = max(1, int(size))
+    return deque(paths[i:i + size] for i in range(0, len(paths), size))
+
+
+CRASH_MESSAGE = "the worker process died while scoring this file on its own"
+
+
+def crash_result(path: str, detail: str) -> ChunkResult:
+    """A chunk result for a file that killed its worker when scored on its own (the caller
+    turns its FileResult into a row; the message is the same on every backend)."""
+    log.warning("%s: %s (%s)", path, CRASH_MESSAGE, detail)
+    return ChunkResult(rows=[], failures=[failure_result(path, ErrorKind.WORKER_CRASH,
+                                                         CRASH_MESSAGE)])
+
+
+class LocalRunner:
+    """Chunks on joblib's local worker processes (loky); workers exit with this process."""
+
+    def __init__(self, n_jobs: int = 2) -> None:
+        self.n_jobs = max(1, int(n_jobs))
+
+    def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
+        size = chunk_size(len(paths), task.batch_size, self.n_jobs)
+        queue = chunked(paths, size)
+        # a last-resort limit per chunk, for a hang the worker's watchdog cannot see
+        backstop = None if not task.timeout else task.timeout * (size + 2) + 60
+        while queue:
+            chunks, leftovers = list(queue), []
+            queue.clear()
+            for _, chunk, outcome in resilient_map(task, chunks, n_jobs=self.n_jobs,
+                                                   timeout=backstop):
+                if isinstance(outcome, TaskFailure):  # it broke its worker twice
+                    yield from self._one_by_one(task, chunk, outcome, backstop)
+                    continue
+                yield outcome
+                if outcome.unfinished:
+                    leftovers.append(outcome.unfinished)
+            queue.extend(leftovers)
+
+    def _one_by_one(self, task: ChunkTask, chunk: list[str], failure: TaskFailure,
+                    backstop: float | None) -> Iterator[ChunkResult]:
+        if len(chunk) == 1:
+            yield crash_result(chunk[0], failure.message)
+            return
+        log.warning("a chunk of %d files broke its worker twice (%s); scoring them one at a "
+                    "time", len(chunk), failure.kind.value)
+        for _, path, outcome in resilient_map(task, [[p] for p in chunk], n_jobs=1,
+                                              timeout=backstop):
+            if isinstance(outcome, TaskFailure):
+                yield crash_result(path[0], outcome.message)
+            else:
+                yield outcome
+
+
+class DaskRunner:
+    """Chunks on a Dask cluster: every worker reads, decodes, scores and returns rows."""
+
+    def __init__(self, client: Any, in_flight: int | None = None) -> None:
+        self.client = client
+        self.threads = sum(client.nthreads().values()) or 1
+        self.in_flight = int(in_flight or 2 * self.threads + 2)
+        self.restarted: list[str] = []
+        self.peak_in_flight = 0
+
+    def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
+        from distributed import as_completed
+
+        queue = chunked(paths, chunk_size(len(paths), task.batch_size, self.threads))
+        running: dict[str, list[str]] = {}
+        alone: dict[str, int] = {}  # single-file tasks whose workers died, by file
+        done = as_completed()
+
+        def submit() -> None:
+            while queue and len(running) < self.in_flight:
+                chunk = queue.popleft()
+                future = self.client.submit(task, chunk, pure=False)
+                running[future.key] = chunk
+                done.add(future)
+
+        submit()
+        self.peak_in_flight = len(running)
+        for future in done:
+            chunk = running.pop(future.key)
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker and friends
+                if not _worker_died(exc):
+                    raise
+                if len(chunk) == 1:
+                    # a task queued on a dying worker counts as a suspect too: a single file
+                    # is convicted only when it kills its workers in two separate tasks
+                    alone[chunk[0]] = alone.get(chunk[0], 0) + 1
+                    if alone[chunk[0]] < 2:
+                        queue.append(chunk)
+                    else:
+                        yield crash_result(chunk[0], type(exc).__name__)
+                else:
+                    log.warning("a chunk of %d files killed its workers (%s); scoring them one "
+                                "at a time", len(chunk), type(exc).__name__)
+                    queue.extendleft([p] for p in reversed(chunk))
+            else:
+                yield result
+                if result.unfinished:
+                    queue.appendleft(result.unfinished)
+                if result.hung and result.worker:
+                    self._restart(result.worker)
+            finally:
+                future.release()
+            submit()
+            self.peak_in_flight = max(self.peak_in_flight, len(running))
+
+    def _restart(self, address: str) -> None:
+        """End a worker's abandoned (hung) thread by restarting the worker process."""
+        try:
+            self.client.restart_workers([address], raise_for_error=False)
+            self.restarted.append(address)
+            log.info("restarted Dask worker %s after a hung file", address)
+        except Exception as exc:  # noqa: BLE001 - the row is written; this is housekeeping
+            log.warning("could not restart Dask worker %s after a hung file: %s", address, exc)
+
+
+def _worker_died(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in {"KilledWorker", "CommClosedError", "FutureCancelledError"}

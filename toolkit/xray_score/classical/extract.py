@@ -1,0 +1,254 @@
+"""HOG and uniform-LBP features of canonical images, a whole batch at once.
+
+The definitions are scikit-image's: ``skimage.feature.hog`` (hard orientation binning, L2-Hys
+blocks) and ``skimage.feature.local_binary_pattern(method="uniform")`` with its bilinear
+sampling. These functions reproduce them with the same floating-point operations in the same
+order (``tests/test_features.py`` checks them against scikit-image), but on a batch of images
+with NumPy, and without importing scikit-image or scikit-learn: a scoring worker starts in a
+fraction of a second and spends ~0.2 ms per image here instead of ~2 ms.
+
+HOG's gradients are differences of 8-bit values, so each pixel's magnitude and orientation bin
+come from a table over the 511 x 511 possible (row, column) gradient pairs, filled once with
+scikit-image's own NumPy expressions (exact by construction); cell sums are accumulated in
+float32, pixel by pixel in row-major order, as scikit-image's Cython loop does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+_SPAN = 511  # integer gradients of uint8 images lie in -255..255
+
+
+@lru_cache(maxsize=8)
+def _gradient_tables(orientations: int) -> tuple[np.ndarray, np.ndarray]:
+    """(magnitude, orientation slot) for every integer gradient pair, indexed by
+    ``(g_row + 255) * 511 + (g_col + 255)``, as ``skimage.feature._hoghistogram`` computes them;
+    slot ``orientations`` takes the pixels that fall in no bin."""
+    g = np.arange(-255, 256, dtype=np.float64)
+    g_row, g_col = np.meshgrid(g, g, indexing="ij")
+    magnitude = np.hypot(g_col, g_row)
+    orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    per_bin = 180.0 / orientations
+    slots = np.full(orientation.shape, orientations, np.int32)
+    for i in range(orientations):  # bin i: end <= o < start, with scikit-image's edges
+        start, end = per_bin * (i + 1), per_bin * i
+        slots[(orientation < start) & (orientation >= end)] = i
+    return magnitude.ravel(), slots.ravel()
+
+
+def hog_batch(images: np.ndarray, orientations: int = 9, pixels_per_cell: int = 8,
+              cells_per_block: int = 3) -> np.ndarray:
+    """``skimage.feature.hog(img, orientations, (ppc, ppc), (cpb, cpb), "L2-Hys")`` for every
+    image of a uint8 batch ``(N, H, W)`` -> ``(N, n_features)`` float64."""
+    x = np.asarray(images)
+    if x.dtype != np.uint8 or x.ndim != 3:
+        raise ValueError(f"expected a (N, H, W) uint8 batch, got {x.dtype} {x.shape}")
+    n, rows, cols = x.shape
+    ppc, cpb = int(pixels_per_cell), int(cells_per_block)
+    n_rows, n_cols = rows // ppc, cols // ppc
+    wide = x.astype(np.int32)
+    g_row = np.zeros_like(wide)
+    g_col = np.zeros_like(wide)
+    g_row[:, 1:-1, :] = wide[:, 2:, :] - wide[:, :-2, :]
+    g_col[:, :, 1:-1] = wide[:, :, 2:] - wide[:, :, :-2]
+    g_row += 255
+    g_row *= _SPAN
+    g_row += g_col
+    g_row += 255  # the table index of every pixel's gradient
+    # pixel-major: row k holds the k-th pixel (row-major within its cell) of every cell
+    at = g_row[:, :n_rows * ppc, :n_cols * ppc].reshape(n, n_rows, ppc, n_cols, ppc)
+    at = at.transpose(2, 4, 0, 1, 3).reshape(ppc * ppc, -1)
+    magnitude, slots = _gradient_tables(int(orientations))
+    width = orientations + 1
+    slot = slots[at]
+    slot += np.arange(at.shape[1], dtype=np.int32) * width
+    weight = magnitude[at]
+    total = np.zeros(at.shape[1] * width, np.float32)
+    for k in range(ppc * ppc):  # scikit-image sums each cell in float32, pixel by pixel
+        at_k = slot[k]
+        total[at_k] = total[at_k] + weight[k]
+    hist = total.reshape(n, n_rows, n_cols, width)[..., :orientations] / np.float32(ppc * ppc)
+    hist = hist.astype(np.float64)
+    n_br, n_bc = n_rows - cpb + 1, n_cols - cpb + 1
+    if n_br < 1 or n_bc < 1:
+        return np.zeros((n, 0))
+    s = hist.strides
+    blocks = np.lib.stride_tricks.as_strided(
+        hist, (n, n_br, n_bc, cpb, cpb, orientations), (s[0], s[1], s[2], s[1], s[2], s[3]))
+    blocks = np.ascontiguousarray(blocks)
+    eps2 = 1e-5 ** 2
+    axes = (3, 4, 5)
+    out = blocks / np.sqrt(np.sum(blocks ** 2, axis=axes, keepdims=True) + eps2)
+    out = np.minimum(out, 0.2)
+    out = out / np.sqrt(np.sum(out ** 2, axis=axes, keepdims=True) + eps2)
+    return out.reshape(n, -1)
+
+
+@lru_cache(maxsize=16)
+def _sample_points(points: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Circle offsets (row, column) as scikit-image computes and rounds them."""
+    angles = 2 * np.pi * np.arange(points, dtype=np.float64) / points
+    return np.round(-radius * np.sin(angles), 5), np.round(radius * np.cos(angles), 5)
+
+
+def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndarray:
+    """``skimage.feature.local_binary_pattern(img, points, radius, "uniform")`` for a uint8
+    batch ``(N, H, W)`` -> codes ``(N, H, W)`` in ``0 .. points + 1``."""
+    x = np.asarray(images)
+    if x.ndim != 3:
+        raise ValueError(f"expected a (N, H, W) batch, got {x.shape}")
+    points = int(points)
+    img = x.astype(np.float64)
+    n, rows, cols = img.shape
+    pad = int(np.ceil(radius)) + 1
+    padded = np.zeros((n, rows + 2 * pad, cols + 2 * pad))  # mode "C", cval 0
+    padded[:, pad:pad + rows, pad:pad + cols] = img
+    rp, cp = _sample_points(points, float(radius))
+    texture, part = np.empty_like(img), np.empty_like(img)  # work buffers, reused
+    signs = [np.empty(img.shape, bool), np.empty(img.shape, bool)]
+    ones = np.zeros(img.shape, np.int16)
+    changes = np.zeros(img.shape, np.int16)
+    for i in range(points):
+        (r0, r1, dr), (c0, c1, dc) = _taps(rows, rp[i], pad), _taps(cols, cp[i], pad)
+        if not dr.any() and not dc.any():  # a whole-pixel offset: the neighbour itself
+            np.subtract(padded[:, r0][:, :, c0], img, out=texture)
+        else:  # scikit-image's bilinear_interpolation, operation for operation
+            _bilinear(padded, r0, r1, c0, c1, dr[:, None], dc[None, :], texture, part)
+            np.subtract(texture, img, out=texture)
+        sign = signs[i % 2]
+        np.greater_equal(texture, LBP_TOLERANCE, out=sign)
+        ones += sign
+        if i:  # transitions between neighbours i-1 and i (not around the circle)
+            np.not_equal(sign, signs[(i - 1) % 2], out=signs[(i - 1) % 2])
+            changes += signs[(i - 1) % 2]
+    return np.where(changes <= 2, ones, points + 1)
+
+
+def _bilinear(padded: np.ndarray, r0: Any, r1: Any, c0: Any, c1: Any, dr: np.ndarray,
+              dc: np.ndarray, out: np.ndarray, part: np.ndarray) -> None:
+    """``(1 - dr) * ((1 - dc) * TL + dc * TR) + dr * ((1 - dc) * BL + dc * BR)`` into ``out``,
+    in scikit-image's order of operations (so the same float64 results)."""
+    top_rows, bottom_rows = padded[:, r0], padded[:, r1]
+    np.multiply(1 - dc, top_rows[:, :, c0], out=out)
+    np.multiply(dc, top_rows[:, :, c1], out=part)
+    np.add(out, part, out=out)  # top
+    np.multiply(1 - dr, out, out=out)
+    bottom = np.multiply(1 - dc, bottom_rows[:, :, c0])
+    np.multiply(dc, bottom_rows[:, :, c1], out=part)
+    np.add(bottom, part, out=bottom)
+    np.multiply(dr, bottom, out=bottom)
+    np.add(out, bottom, out=out)
+
+
+def _taps(size: int, offset: float, pad: int) -> tuple[Any, Any, np.ndarray]:
+    """Where the samples at ``index + offset`` read (floor and ceil, as slices of the padded
+    axis when the offset is the same for every index, which it is in practice) and their
+    fractional parts ``(index + offset) - floor(index + offset)``, as scikit-image computes."""
+    at = np.arange(size, dtype=np.float64) + offset
+    low, high = np.floor(at), np.ceil(at)
+    frac = at - low
+    lo, hi = low.astype(np.int64) + pad, high.astype(np.int64) + pad
+    if np.all(np.diff(lo) == 1) and np.all(np.diff(hi) == 1):
+        return slice(lo[0], lo[0] + size), slice(hi[0], hi[0] + size), frac
+    return lo, hi, frac
+
+
+# A neighbour sets its bit when ``sample - centre >= LBP_TOLERANCE`` (scikit-image 0.26: 0.0).
+LBP_TOLERANCE = 0.0
+
+
+def region_histograms(codes: np.ndarray, n_bins: int, grid: int) -> np.ndarray:
+    """Normalised histograms of integer codes ``(N, S, S)`` on a ``grid x grid`` split
+    -> ``(N, grid * grid * n_bins)``, regions in row-major order."""
+    n, side, _ = codes.shape
+    step = side // grid
+    regions = codes.reshape(n, grid, step, grid, step).swapaxes(2, 3).reshape(n, grid * grid, -1)
+    slot = (np.arange(n * grid * grid).reshape(n, grid * grid, 1) * n_bins + regions)
+    counts = np.bincount(slot.ravel(), minlength=n * grid * grid * n_bins)
+    return counts.reshape(n, grid * grid * n_bins) / (step * step)
+
+
+@dataclass(frozen=True)
+class FeatureExtractor:
+    """The baseline's features of canonical images (picklable; no scikit-learn import).
+
+    Parameters as :class:`xray_score.classical.features.HogLbpFeatures` (its scikit-learn
+    face), which delegates here.
+    """
+
+    image_size: int = 128
+    hog_orientations: int = 9
+    hog_pixels_per_cell: int = 16
+    hog_cells_per_block: int = 2
+    lbp_points: tuple[int, ...] = (8, 16)
+    lbp_radii: tuple[float, ...] = (1, 2)
+    lbp_grid: int = 4
+    lbp_size: int | None = None
+    clahe: bool = False
+    clahe_clip: float = 0.01
+    intensity_bins: int = 16
+
+    def __post_init__(self) -> None:
+        if len(self.lbp_points) != len(self.lbp_radii):
+            raise ValueError("lbp_points and lbp_radii must have the same length")
+        if (self.lbp_size or self.image_size) % self.lbp_grid:
+            raise ValueError("the LBP image side must be a multiple of lbp_grid")
+
+    def transform_batch(self, images: np.ndarray) -> np.ndarray:
+        """Features of a uint8 batch ``(N, size, size)`` -> ``(N, n_features)`` float32."""
+        x = np.asarray(images)
+        if x.ndim != 3 or x.shape[1:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected (N, {self.image_size}, {self.image_size}) images, "
+                             f"got {x.shape}")
+        if self.clahe:
+            x = np.stack([self._clahe(img) for img in x])
+        parts = [hog_batch(x, self.hog_orientations, self.hog_pixels_per_cell,
+                           self.hog_cells_per_block)]
+        texture = x
+        if self.lbp_size and self.lbp_size != self.image_size:
+            size = (self.lbp_size, self.lbp_size)
+            texture = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+                                for img in x]) if len(x) else np.zeros((0, *size), np.uint8)
+        for points, radius in zip(self.lbp_points, self.lbp_radii, strict=True):
+            codes = lbp_uniform_batch(texture, int(points), float(radius))
+            parts.append(region_histograms(codes, int(points) + 2, self.lbp_grid))
+        if self.intensity_bins:
+            levels = x.astype(np.int64) * self.intensity_bins // 256
+            parts.append(region_histograms(levels, self.intensity_bins, 1))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def transform_one(self, image: np.ndarray) -> np.ndarray:
+        """Features of one canonical image ``(size, size)`` uint8."""
+        image = np.asarray(image)
+        if image.shape != (self.image_size, self.image_size):
+            raise ValueError(f"expected a {self.image_size}px square image, got {image.shape}")
+        return self.transform_batch(image[None])[0]
+
+    def _clahe(self, image: np.ndarray) -> np.ndarray:
+        from skimage.exposure import equalize_adapthist
+
+        return (equalize_adapthist(image, clip_limit=self.clahe_clip) * 255).astype(np.uint8)
+
+    def blocks(self) -> list[tuple[str, int, int]]:
+        """(name, start, stop) of each part of a feature row: hog, lbp, intensity."""
+        cells = self.image_size // self.hog_pixels_per_cell
+        per_side = max(cells - self.hog_cells_per_block + 1, 0)
+        hog = per_side ** 2 * self.hog_cells_per_block ** 2 * self.hog_orientations
+        lbp = sum(int(p) + 2 for p in self.lbp_points) * self.lbp_grid ** 2
+        parts = [("hog", hog), ("lbp", lbp), ("intensity", int(self.intensity_bins))]
+        out, start = [], 0
+        for name, size in parts:
+            if size:
+                out.append((name, start, start + size))
+                start += size
+        return out
+
+    @property
+    def n_features(self) -> int:
+        return self.blocks()[-1][2] if self.blocks() else 0
