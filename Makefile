@@ -3,7 +3,7 @@
 #   make test     set up .venv, install with test extras, lint, run the test suite
 #   make models   retrain the shipped bundles from ../shared (data + weights)
 #   make reports  regenerate reports/ from the shipped bundles on ../shared originals
-#   make bench    run the benchmarks on ../shared
+#   make bench    run the benchmarks on ../shared (make bench-scale: memory and re-runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -12,7 +12,7 @@ DATA    = $(SHARED)/data
 WEIGHTS = $(SHARED)/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5
 DEMO   ?= demo
 
-.PHONY: install install-run test demo models reports bench lint clean
+.PHONY: install install-run test demo models reports bench bench-scale lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,12 @@ reports: install
 bench: install
 	$(BIN)/python benchmarks/bench_baseline.py --data $(DATA)/originals
 	$(BIN)/python benchmarks/bench_cnn.py --data $(DATA)/originals --weights $(WEIGHTS)
+	$(BIN)/python benchmarks/bench_limits.py
+	$(BIN)/python benchmarks/bench_dask.py
 	$(BIN)/python benchmarks/copy_shift.py --shared $(DATA)
+
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info xray-score-results

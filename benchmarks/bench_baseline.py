@@ -3,8 +3,9 @@
 Both run in this process on the same full-resolution originals:
 - naive: ``skimage.io.imread`` + ``skimage.transform.resize`` + ``hog`` + ``local_binary_pattern``
   per image, then the booster on that one image (what the public notebooks do);
-- xray-score: :class:`xray_score.batch.scorer.BatchScorer` (joblib workers, batched prediction,
-  rows written to a CSV as they finish).
+- xray-score: ``batch``'s route (:class:`xray_score.batch.runners.LocalRunner`: joblib workers
+  read, decode, compute the chunk's features at once, predict and return rows, written to a CSV
+  as they land).
 
     python benchmarks/bench_baseline.py [--model models/baseline] [--data ../shared/data/originals]
 """
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from timing import batch_rate  # benchmarks/timing.py, beside this script
-from xray_score.batch.scorer import BatchScorer
 from xray_score.io.discover import discover
 from xray_score.model.bundle import Bundle
 from xray_score.resources import default_model
@@ -63,7 +63,7 @@ def main() -> None:
     bundle = Bundle.load(args.model or default_model("baseline"))
     paths = discover(args.data)
     naive = naive_rate(paths[:: max(1, len(paths) // args.naive_limit)], bundle)
-    ours = batch_rate(BatchScorer(bundle, n_jobs=args.jobs), paths, warm=8)
+    ours, _ = batch_rate(bundle, paths, args.jobs, warm=8)
     print(f"images: {len(paths)} full-resolution originals from {args.data}")
     print(f"naive serial skimage loop : {naive:8.1f} img/s")
     print(f"xray-score batch (jobs={args.jobs}) : {ours:8.1f} img/s")

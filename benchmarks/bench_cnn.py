@@ -3,10 +3,10 @@
 Same network, same full-resolution originals, same process:
 - straightforward: ``keras.utils.load_img(path, color_mode="grayscale", target_size=...)``
   + ``model.predict`` on batches of 32 (what the public notebooks do);
-- xray-score: :class:`xray_score.batch.scorer.BatchScorer` (joblib workers decode and resize,
-  the network runs batched in this process, rows are written to a CSV as they finish), with
-  the bundle's default engine (its TFLite twin under XNNPACK when it has one) and, for the
-  record, with ``engine="keras"`` (same pipeline, Keras ``predict_on_batch``).
+- xray-score: ``batch``'s route (:class:`xray_score.batch.runners.LocalRunner`: joblib workers
+  read, decode, run the network on their chunk and return rows, written to a CSV as they
+  land), with the bundle's default engine (its TFLite twin under XNNPACK, one thread per
+  worker) and, for the record, with ``engine="keras"`` (same route, Keras in each worker).
 
     python benchmarks/bench_cnn.py [--model models/cnn] [--data ../shared/data/originals]
 
@@ -54,23 +54,20 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     bundle = Bundle.load(args.model or default_model("cnn"))
     kwargs = {"weights": args.weights} if args.weights else {}
-    scorer = BatchScorer(bundle, n_jobs=args.jobs, batch_size=64, **kwargs)
-    keras_scorer = BatchScorer(bundle, n_jobs=args.jobs, batch_size=64, engine="keras",
-                               **kwargs)
     paths = discover(args.data) * args.repeat
-    model = keras_scorer.predictor.model
+    model = BatchScorer(bundle, engine="keras", **kwargs).predictor.model
     model.predict(np.zeros((32, bundle.input_size, bundle.input_size, 1), np.float32),
                   verbose=0)  # same warm-up for the Keras route
     naive = keras_route_rate(paths, model, bundle.input_size)
-    ours = batch_rate(scorer, paths)
-    ours_keras = batch_rate(keras_scorer, paths)
+    ours, runtime = batch_rate(bundle, paths, args.jobs, **kwargs)
+    ours_keras, _ = batch_rate(bundle, paths, args.jobs, engine="keras", **kwargs)
     print(f"images: {len(paths)} full-resolution originals from {args.data}; "
           f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "
           f"@ {bundle.input_size} px")
     rows = [("keras load_img + model.predict(32)", naive, ""),
             ("xray-score batch, engine keras", ours_keras, ""),
             (f"xray-score batch, jobs={args.jobs}, default", ours,
-             f"  [{scorer.predictor.runtime}]")]
+             f"  [{runtime}, in each worker]")]
     for label, rate, note in rows:
         print(f"{label:38s}: {rate:8.1f} img/s{note}")
     print(f"{'ratio (default / keras route)':38s}: {ours / naive:8.1f}x")

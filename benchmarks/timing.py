@@ -1,23 +1,38 @@
-"""Shared timing helper of the benchmarks: xray-score's own batch throughput."""
+"""Shared timing helper of the benchmarks: the throughput of ``batch``'s own scoring route."""
 
 from __future__ import annotations
 
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from xray_score.batch.scorer import COLUMNS, BatchScorer, CsvSink
+from xray_score.batch.chunks import ChunkTask
+from xray_score.batch.runners import LocalRunner
+from xray_score.batch.scorer import COLUMNS, CsvSink
 
 
-def batch_rate(scorer: BatchScorer, paths: list[Path], warm: int = 64) -> float:
-    """Images/s of ``scorer.run`` over ``paths`` into a CSV, after a warm-up run (workers
-    started, network traced) on the first ``warm`` files."""
+def batch_rate(bundle: Any, paths: list[Path], n_jobs: int = 2, warm: int = 64,
+               **predictor_kwargs: Any) -> tuple[float, str | None]:
+    """(files/s, model runtime) of ``batch``'s route: local workers that read, decode, predict
+    and return rows (:class:`~xray_score.batch.runners.LocalRunner`), into a CSV, after a
+    warm-up run on the first ``warm`` files (workers started, models loaded)."""
+    task = ChunkTask(str(Path(bundle.path).resolve()), bundle.model_id, threads=1,
+                     **predictor_kwargs)
+    runner = LocalRunner(n_jobs)
+    files = [str(p) for p in paths]
+    runtime = None
     with tempfile.TemporaryDirectory() as tmp:
         with CsvSink(Path(tmp) / "warm.csv", COLUMNS) as sink:
-            scorer.run(paths[:warm], sink)
+            for result in runner.run(task, files[:warm]):
+                sink.write(result.rows)
         with CsvSink(Path(tmp) / "r.csv", COLUMNS) as sink:
             start = time.perf_counter()
-            stats = scorer.run(paths, sink)
+            n = 0
+            for result in runner.run(task, files):
+                sink.write(result.rows)
+                n += sum(row["status"] == "ok" for row in result.rows)
+                runtime = runtime or result.runtime
             elapsed = time.perf_counter() - start
-    assert stats.n_ok == len(paths), stats.as_dict()
-    return len(paths) / elapsed
+    assert n == len(files), f"{n} of {len(files)} scored"
+    return len(files) / elapsed, runtime

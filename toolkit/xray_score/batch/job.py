@@ -109,9 +109,13 @@ class LedgerSink:
             self.plan.keys[name] = key
             keys.append(key)
         stored = self.ledger.get_rows(learned, rows[0]["model_id"]) if learned else {}
-        keep = [i for i, key in enumerate(keys)
-                if key not in learned or not (key in self.written or (
-                    key in stored and not needs_scoring(stored[key])))]
+        keep, seen = [], set()
+        for i, key in enumerate(keys):
+            if key in learned and (key in self.written or key in seen or (
+                    key in stored and not needs_scoring(stored[key]))):
+                continue  # this content already has its row: it stands
+            seen.add(key)
+            keep.append(i)
         self.known += len(rows) - len(keep)
         rows, keys = [rows[i] for i in keep], [keys[i] for i in keep]
         if rows or stat_entries:

@@ -41,9 +41,18 @@ def chunk_size(n_files: int, batch_size: int, workers: int) -> int:
     return max(1, min(int(batch_size), -(-n_files // (CHUNKS_PER_WORKER * max(1, workers)))))
 
 
-def chunked(paths: list[str], size: int) -> deque[list[str]]:
-    size = max(1, int(size))
-    return deque(paths[i:i + size] for i in range(0, len(paths), size))
+def chunked(paths: list[str], size: int, workers: int = 1, smallest: int = 4
+            ) -> deque[list[str]]:
+    """Chunks of ``size`` files, shrinking towards the end (to ``smallest``) so that the
+    workers finish together: no worker sits idle while another scores a last long chunk."""
+    out: deque[list[str]] = deque()
+    at, n = 0, len(paths)
+    while at < n:
+        left = -(-(n - at) // (2 * max(1, workers)))
+        step = max(1, min(int(size), max(smallest, left)))
+        out.append(paths[at:at + step])
+        at += step
+    return out
 
 
 CRASH_MESSAGE = "the worker process died while scoring this file on its own"
@@ -65,7 +74,7 @@ class LocalRunner:
 
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
-        queue = chunked(paths, size)
+        queue = chunked(paths, size, self.n_jobs)
         # a last-resort limit per chunk, for a hang the worker's watchdog cannot see
         backstop = None if not task.timeout else task.timeout * (size + 2) + 60
         while queue:
@@ -109,7 +118,8 @@ class DaskRunner:
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
         from distributed import as_completed
 
-        queue = chunked(paths, chunk_size(len(paths), task.batch_size, self.threads))
+        queue = chunked(paths, chunk_size(len(paths), task.batch_size, self.threads),
+                        self.threads)
         running: dict[str, list[str]] = {}
         alone: dict[str, int] = {}  # single-file tasks whose workers died, by file
         done = as_completed()

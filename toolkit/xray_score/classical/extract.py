@@ -174,6 +174,16 @@ def region_histograms(codes: np.ndarray, n_bins: int, grid: int) -> np.ndarray:
     return counts.reshape(n, grid * grid * n_bins) / (step * step)
 
 
+def intensity_histograms(images: np.ndarray, bins: int) -> np.ndarray:
+    """Share of each image's pixels in ``bins`` equal gray-level bins -> ``(N, bins)``."""
+    level = (np.arange(256) * bins // 256).astype(np.intp)  # gray value -> its bin
+    counts = np.stack([np.bincount(img.ravel(), minlength=256) for img in images]) if len(
+        images) else np.zeros((0, 256), np.intp)
+    out = np.zeros((len(images), bins))
+    np.add.at(out.T, level, counts.T)
+    return out / images[0].size if len(images) else out
+
+
 @dataclass(frozen=True)
 class FeatureExtractor:
     """The baseline's features of canonical images (picklable; no scikit-learn import).
@@ -219,8 +229,7 @@ class FeatureExtractor:
             codes = lbp_uniform_batch(texture, int(points), float(radius))
             parts.append(region_histograms(codes, int(points) + 2, self.lbp_grid))
         if self.intensity_bins:
-            levels = x.astype(np.int64) * self.intensity_bins // 256
-            parts.append(region_histograms(levels, self.intensity_bins, 1))
+            parts.append(intensity_histograms(x, self.intensity_bins))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def transform_one(self, image: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_size", 
               help="Results ledger (SQLite). Default: <out>.ledger.sqlite with --out, else "
               f"./{DEFAULT_RESULTS_DIR}/ledger.sqlite.")
 @click.option("--jobs", "-j", default=2, show_default=True,
-              help="Worker processes (Dask: tasks in flight; default all cluster threads).")
+              help="Worker processes (Dask: chunks in flight; default 2 per worker thread).")
 @click.option("--batch-size", default=64, show_default=True, help="Images per model call.")
 @click.option("--timeout", default=60.0, show_default=True,
               help="Seconds one file may take to decode before it is an error row.")
@@ -44,7 +44,8 @@ CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_size", 
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write an HTML run summary beside the results (same name, .html).")
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
-              show_default=True, help="Where decoding runs: local processes or a Dask cluster.")
+              show_default=True, help="Where files are scored: local processes or a Dask "
+              "cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (--backend dask).")
 @click.option("--num-parts", default=1, show_default=True, type=click.IntRange(min=1),
               help="Split the job into this many shards (needs --ledger shared by all).")
@@ -87,15 +88,14 @@ def batch(ctx: click.Context, config: str | None, resume: bool, **options: Any) 
 def write_summary_report(result: Any, bundle: Any, out: Path, started: float) -> Path:
     """The HTML run summary beside the results (evaluates too when labels are present); kept
     as it is when its inputs (the rows, the bundle, the recent runs) have not changed."""
-    from ..evaluation.results import results_frame
-    from ..report import write_run_summary
-    from ..report.gallery import out_of_domain_thumbnails
-
     html = out.with_suffix(".html")
     digest = inputs_digest(result, bundle)
     if recorded_digest(html) == digest:
         log.info("run summary %s is up to date (same rows, bundle and recent runs)", html)
         return html
+    from ..evaluation.results import results_frame  # pandas, scikit-learn: only to rebuild
+    from ..report import write_run_summary
+    from ..report.gallery import out_of_domain_thumbnails
     df = results_frame(result.rows, result.columns)
     meta = common.run_meta(common.command_line(), started, [bundle], results=str(out))
     return write_run_summary(df, out.with_suffix(".html"), bundle_meta=common.report_meta(bundle),

@@ -1,0 +1,133 @@
+"""``batch --backend dask`` scale-out: 1 vs 2 single-threaded worker processes on a Dask
+``LocalCluster``, what the calling process spends, what travels back, and how many workers one
+caller's ledger can feed.
+
+    python benchmarks/bench_dask.py [--model models/cnn] [--workdir DIR] [--repeat 2]
+
+- the 2,496-file set (``rates.build_set``); each measurement is the whole ``xray-score batch
+  --backend dask`` command on a fresh ledger, after a warm-up run that loads the bundle in the
+  workers; medians of ``--repeat``;
+- the scaling ratio (2 workers / 1 worker, target >= 1.8 for the CNN) and, with 2 workers, the
+  caller's share of all the CPU the run used (caller + workers + nannies + the scheduler, which
+  lives in this process; target <= 10 %) and the bytes of results per file it received;
+- the caller's ledger-commit rate: synthetic rows fed through its ledger sink as fast as it
+  takes them (durable commits, stat-cache entries, the drift summary), and the cluster size
+  that rate supports at 300 files/s per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from rates import batch_command, build_set, run_command
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cluster_cpu(client) -> float:
+    """CPU seconds so far of the workers, their nannies and this process (the scheduler)."""
+    pids = set(client.run(os.getpid).values())
+    total = 0.0
+    for pid in pids:
+        proc = psutil.Process(pid)
+        for p in (proc, proc.parent()):
+            times = p.cpu_times()
+            total += times.user + times.system
+    mine = psutil.Process().cpu_times()
+    return total + mine.user + mine.system
+
+
+def scale_run(files: Path, model: Path, work: Path, n_workers: int, repeat: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    n = sum(1 for _ in files.rglob("*.jpeg"))
+    rates, shares, sizes = [], [], []
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        dask = ["--no-report", "--backend", "dask", "--scheduler", cluster.scheduler_address]
+        run_command(batch_command(files, model, work / f"warm{n_workers}" / "r.csv", *dask,
+                                  "--num-parts", "20", "--part-id", "0", "--ledger",
+                                  str(work / f"warm{n_workers}.sqlite")))
+        for i in range(repeat):
+            out = work / f"dask{n_workers}-{i}"
+            before = cluster_cpu(client)
+            timed = run_command(batch_command(files, model, out / "r.csv", *dask))
+            others = cluster_cpu(client) - before
+            if timed.summary.get("scored") != n:
+                raise SystemExit(f"scored {timed.summary.get('scored')} of {n}")
+            rates.append(n / timed.wall)
+            shares.append(timed.cpu / (timed.cpu + others))
+            sizes.append(timed.summary["result_bytes_per_file"])
+            shutil.rmtree(out)
+    return {"rate": statistics.median(rates), "caller_share": statistics.median(shares),
+            "bytes": statistics.median(sizes)}
+
+
+def commit_rate(work: Path, n: int = 20000, chunk: int = 32) -> float:
+    """Rows per second the caller's ledger sink commits (synthetic rows, durable commits)."""
+    import hashlib
+
+    from xray_score.batch.job import LedgerSink
+    from xray_score.batch.ledger import Ledger
+    from xray_score.batch.plan import Plan
+
+    ledger = Ledger(work / "commit-rate.sqlite")
+    run_id = ledger.start_run(str(work), "m" * 12, [], "0/1")
+    plan = Plan(planned_ns=time.time_ns())
+    rows = []
+    for i in range(n):
+        path = f"/data/site/study{i // 100:05d}/image{i:07d}.dcm"
+        plan.unknown[path] = (1, i, 200_000 + i, 1_000_000_000)
+        rows.append({"path": path, "sha256": hashlib.sha256(path.encode()).hexdigest(),
+                     "model_id": "m" * 12, "p_pneumonia": f"{(i % 997) / 997:.6f}",
+                     "predicted_label": "PNEUMONIA" if i % 3 else "NORMAL",
+                     "threshold": "0.705000", "status": "ok", "error_kind": "", "error": "",
+                     "width": "1024", "height": "1024", "ms": "12.5",
+                     "domain_score": "0.4321", "in_domain": "true"})
+    sink = LedgerSink(ledger, run_id, plan)
+    start = time.perf_counter()
+    for i in range(0, n, chunk):
+        sink.write(rows[i:i + chunk])
+    elapsed = time.perf_counter() - start
+    ledger.close()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "cnn"))
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--workdir", help="keep the 2,496-file set here between runs")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dask-"))
+    try:
+        files = build_set(work / "set2496")
+        one = scale_run(files, Path(args.model), work, 1, args.repeat)
+        two = scale_run(files, Path(args.model), work, 2, args.repeat)
+        rate = commit_rate(work)
+        print(f"{args.model}, {sum(1 for _ in files.rglob('*.jpeg'))} files, whole command, "
+              f"medians of {args.repeat}:")
+        print(f"  Dask LocalCluster, 1 worker x 1 thread:  {one['rate']:7.1f} files/s")
+        print(f"  Dask LocalCluster, 2 workers x 1 thread: {two['rate']:7.1f} files/s")
+        print(f"  scaling 2 / 1:                           {two['rate'] / one['rate']:7.2f}x "
+              "(target >= 1.8)")
+        print(f"  caller's share of the run's CPU:         {100 * two['caller_share']:7.1f} % "
+              "(target <= 10 %)")
+        print(f"  result bytes received per file:          {two['bytes']:7.0f}")
+        print(f"  caller's ledger commits:                 {rate:7.0f} rows/s -> "
+              f"{rate / 300:.0f} workers at 300 files/s each")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
