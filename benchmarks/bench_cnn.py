@@ -43,6 +43,21 @@ def keras_route_rate(paths: list[Path], model, size: int, batch: int = 32) -> fl
     return len(paths) / (time.perf_counter() - start)
 
 
+def main_process_rate(bundle: Bundle, paths: list[Path], jobs: int, **kwargs: object) -> float:
+    """Files/s of the route ``evaluate`` and ``compare`` use (and ``batch`` used before 0.2.0):
+    workers decode, the network runs batched in this process."""
+    import tempfile
+
+    from xray_score.batch.scorer import COLUMNS, CsvSink
+
+    scorer = BatchScorer(bundle, n_jobs=jobs, batch_size=64, **kwargs)
+    with tempfile.TemporaryDirectory() as tmp, CsvSink(Path(tmp) / "r.csv", COLUMNS) as sink:
+        scorer.run(paths[:64], sink)  # warm-up
+        start = time.perf_counter()
+        scorer.run(paths, sink)
+        return len(paths) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="CNN bundle (default: shipped)")
@@ -61,10 +76,12 @@ def main() -> None:
     naive = keras_route_rate(paths, model, bundle.input_size)
     ours, runtime = batch_rate(bundle, paths, args.jobs, **kwargs)
     ours_keras, _ = batch_rate(bundle, paths, args.jobs, engine="keras", **kwargs)
+    main_route = main_process_rate(bundle, paths, args.jobs, **kwargs)
     print(f"images: {len(paths)} full-resolution originals from {args.data}; "
           f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "
           f"@ {bundle.input_size} px")
     rows = [("keras load_img + model.predict(32)", naive, ""),
+            ("evaluate's route (model in this process)", main_route, ""),
             ("xray-score batch, engine keras", ours_keras, ""),
             (f"xray-score batch, jobs={args.jobs}, default", ours,
              f"  [{runtime}, in each worker]")]

@@ -12,7 +12,10 @@ caller's ledger can feed.
   lives in this process; target <= 10 %) and the bytes of results per file it received;
 - the caller's ledger-commit rate: synthetic rows fed through its ledger sink as fast as it
   takes them (durable commits, stat-cache entries, the drift summary), and the cluster size
-  that rate supports at 300 files/s per worker.
+  that rate supports at 300 files/s per worker;
+- a control: the same command with local workers (``--jobs 1`` vs ``--jobs 2``), i.e. how far
+  two processes doing this work scale on this machine at all (memory bandwidth and the shared
+  cache set that ceiling; the cluster's scheduler and nannies share the same two cores).
 """
 
 from __future__ import annotations
@@ -71,6 +74,20 @@ def scale_run(files: Path, model: Path, work: Path, n_workers: int, repeat: int)
             "bytes": statistics.median(sizes)}
 
 
+def local_scaling(files: Path, model: Path, work: Path, repeat: int) -> tuple[float, float]:
+    """Files/s of plain local ``batch --jobs 1`` and ``--jobs 2`` (medians, alternating)."""
+    n = sum(1 for _ in files.rglob("*.jpeg"))
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for i in range(repeat):
+        for jobs in (1, 2):
+            out = work / f"local{jobs}-{i}"
+            timed = run_command(batch_command(files, model, out / "r.csv", "--no-report",
+                                              "--jobs", str(jobs)))
+            rates[jobs].append(n / timed.wall)
+            shutil.rmtree(out)
+    return statistics.median(rates[1]), statistics.median(rates[2])
+
+
 def commit_rate(work: Path, n: int = 20000, chunk: int = 32) -> float:
     """Rows per second the caller's ledger sink commits (synthetic rows, durable commits)."""
     import hashlib
@@ -113,12 +130,15 @@ def main() -> None:
         one = scale_run(files, Path(args.model), work, 1, args.repeat)
         two = scale_run(files, Path(args.model), work, 2, args.repeat)
         rate = commit_rate(work)
+        local1, local2 = local_scaling(files, Path(args.model), work, args.repeat)
         print(f"{args.model}, {sum(1 for _ in files.rglob('*.jpeg'))} files, whole command, "
               f"medians of {args.repeat}:")
         print(f"  Dask LocalCluster, 1 worker x 1 thread:  {one['rate']:7.1f} files/s")
         print(f"  Dask LocalCluster, 2 workers x 1 thread: {two['rate']:7.1f} files/s")
         print(f"  scaling 2 / 1:                           {two['rate'] / one['rate']:7.2f}x "
               "(target >= 1.8)")
+        print(f"  control, local workers --jobs 1 / 2:     {local1:7.1f} / {local2:7.1f} "
+              f"files/s, {local2 / local1:.2f}x (what 2 processes give on these cores)")
         print(f"  caller's share of the run's CPU:         {100 * two['caller_share']:7.1f} % "
               "(target <= 10 %)")
         print(f"  result bytes received per file:          {two['bytes']:7.0f}")

@@ -28,7 +28,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from rates import batch_command, build_set, decode_limit, network_limit, run_command
+from rates import (
+    batch_command,
+    build_set,
+    decode_limit,
+    network_limit,
+    run_command,
+    with_copies,
+)
 from xray_score.model.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +47,13 @@ def measure(bundle_path: Path, files: Path, work: Path, repeat: int) -> None:
     decode = bundle.meta["pipeline"].get("decode") or {}
     draft = bool(decode.get("jpeg_draft", False))
     cnn = bundle.kind == "cnn"
-    decoded, ours, cpu = [], [], []
+    decoded, networks, ours, cpu = [], [], [], []
+    how = ""
     for i in range(repeat):
         decoded.append(decode_limit(files, bundle.input_size, draft)[0])
+        if cnn:
+            net, how = network_limit(bundle_path, files, work)
+            networks.append(net)
         out = work / f"run-{bundle.model_id}-{i}"
         timed = run_command(batch_command(files, bundle_path, out / "r.csv", "--no-report"))
         if timed.summary.get("scored") != n:
@@ -54,11 +65,13 @@ def measure(bundle_path: Path, files: Path, work: Path, repeat: int) -> None:
     d, b = statistics.median(decoded), statistics.median(ours)
     print(f"\n{bundle.name} ({bundle.kind}, model_id {bundle.model_id}), {n} files, "
           f"medians of {repeat}:")
+    print("  each run, decode-only limit / batch: " + ", ".join(
+        f"{x:.0f} / {y:.0f}" for x, y in zip(decoded, ours, strict=True)) + " files/s")
     print(f"  decode-only limit (2 processes, {bundle.input_size} px"
           f"{', DCT-scaled' if draft else ''}): {d:7.1f} files/s")
     limit = d
     if cnn:
-        net, how = network_limit(bundle_path, files, work)
+        net = statistics.median(networks)
         limit = 1 / (1 / d + 1 / net)
         print(f"  network alone ({how}):          {net:7.1f} files/s")
         print(f"  combined limit 1/(1/decode + 1/network): {limit:7.1f} files/s")
@@ -74,10 +87,15 @@ def main() -> None:
                         help="bundle(s) to measure (default: models/baseline and models/cnn)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", help="keep the 2,496-file set here between runs")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="score the set this many times over (distinct files, the same "
+                        "pixels): a larger folder shows what start-up costs")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-limits-"))
     try:
         files = build_set(work / "set2496")
+        if args.copies > 1:
+            files = with_copies(files, args.copies, work / f"set2496x{args.copies}")
         for model in args.model or [ROOT / "models" / "baseline", ROOT / "models" / "cnn"]:
             measure(Path(model), files, work, args.repeat)
     finally:

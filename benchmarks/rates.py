@@ -39,6 +39,23 @@ def build_set(dest: Path, originals: Path = SHARED / "originals") -> Path:
     return dest
 
 
+def with_copies(folder: Path, copies: int, dest: Path) -> Path:
+    """``folder``'s files ``copies`` times over, each copy with its own JPEG comment: distinct
+    sha256s, the same pixels and decode cost (kept when already complete)."""
+    sources = sorted(folder.rglob("*.jpeg"))
+    if dest.is_dir() and sum(1 for _ in dest.rglob("*.jpeg")) == len(sources) * copies:
+        return dest
+    for src in sources:
+        data = src.read_bytes()
+        target = dest / src.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(copies):
+            tag = f"copy {i}".encode()
+            (target / f"c{i}-{src.name}").write_bytes(
+                data[:2] + b"\xff\xfe" + (len(tag) + 2).to_bytes(2, "big") + tag + data[2:])
+    return dest
+
+
 @dataclass
 class Timed:
     """A whole command: wall seconds, CPU seconds of its process tree (main and the rest),
