@@ -30,15 +30,22 @@ from .parallel import TaskFailure, resilient_map
 log = logging.getLogger(__name__)
 
 CHUNKS_PER_WORKER = 4  # at least this many chunks per worker thread, for balance
+QUANTUM = 32  # chunks above this are multiples of it: networks run in batches of 32
 
 
 class Runner(Protocol):
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]: ...
 
 
+def _quantized(n: int) -> int:
+    return n - n % QUANTUM if n > QUANTUM else n
+
+
 def chunk_size(n_files: int, batch_size: int, workers: int) -> int:
-    """Files per task: one model batch, fewer when that would leave workers idle."""
-    return max(1, min(int(batch_size), -(-n_files // (CHUNKS_PER_WORKER * max(1, workers)))))
+    """Files per task: one model batch, fewer when that would leave workers idle (a multiple
+    of 32 above 32, so that no network batch is padded)."""
+    wanted = -(-n_files // (CHUNKS_PER_WORKER * max(1, workers)))
+    return max(1, _quantized(min(int(batch_size), wanted)))
 
 
 def chunked(paths: list[str], size: int, workers: int = 1, smallest: int = 4
@@ -49,7 +56,7 @@ def chunked(paths: list[str], size: int, workers: int = 1, smallest: int = 4
     at, n = 0, len(paths)
     while at < n:
         left = -(-(n - at) // (2 * max(1, workers)))
-        step = max(1, min(int(size), max(smallest, left)))
+        step = max(1, _quantized(min(int(size), max(smallest, left))))
         out.append(paths[at:at + step])
         at += step
     return out

@@ -104,7 +104,8 @@ class CnnPredictor:
         for i in range(0, len(batch), _CHUNK):
             chunk = batch[i:i + _CHUNK].astype(np.float32)[..., None]
             n = len(chunk)
-            if n < _CHUNK and len(batch) > _CHUNK:  # one traced shape for every chunk
+            if n < _CHUNK and len(batch) > _CHUNK and self.lite is None:  # one traced shape
+                # for Keras; TFLite takes any batch size (padding would waste its compute)
                 chunk = np.concatenate([chunk, np.zeros((_CHUNK - n, *chunk.shape[1:]),
                                                         np.float32)])
             yield chunk, n
