@@ -66,10 +66,11 @@ def test_loaded_bundle_runs_the_twin_with_identical_scores(fitted_and_saved):
 
 
 def test_scores_do_not_depend_on_batch_neighbours(fitted_and_saved):
-    """An image scores the same alone, in a full chunk or in a padded partial chunk."""
+    """An image scores the same alone, in a full chunk or in a partial one (which TFLite runs
+    at its own size: a worker's chunks have any length)."""
     _, _, d, meta, _ = fitted_and_saved
     loaded = cnn_predict.CnnPredictor.load(d, meta)
-    x, _ = images(40, seed=2)  # 32 + 8: the second chunk is padded
+    x, _ = images(40, seed=2)  # 32 + 8: a partial second chunk
     together = loaded.predict_raw(x)
     alone = np.concatenate([loaded.predict_raw(x[i:i + 1]) for i in (0, 31, 32, 39)])
     np.testing.assert_array_equal(alone, together[[0, 31, 32, 39]])
