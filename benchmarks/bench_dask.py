@@ -92,9 +92,9 @@ def commit_rate(work: Path, n: int = 20000, chunk: int = 32) -> float:
     """Rows per second the caller's ledger sink commits (synthetic rows, durable commits)."""
     import hashlib
 
-    from xray_score.batch.job import LedgerSink
     from xray_score.batch.ledger import Ledger
     from xray_score.batch.plan import Plan
+    from xray_score.batch.sink import LedgerSink
 
     ledger = Ledger(work / "commit-rate.sqlite")
     run_id = ledger.start_run(str(work), "m" * 12, [], "0/1")
