@@ -6,7 +6,8 @@ Scores, with the bundle, (1) every ``skimage.data`` image available offline, (2)
 non-X-ray images (noise, a document, a colour scene, a screenshot, blank), (3) the 416 shared
 originals inverted, which must come out of domain, and (4) the originals as they are and
 re-framed, and 400 of the 224 px training copies, which must stay in domain. Then it times
-``batch`` scoring of the originals with the domain score on and off in the same process.
+``batch``'s route (workers score and send rows back) on the originals with the bundle as it is
+and with a copy of it without domain statistics, alternating.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from timing import batch_rate  # benchmarks/timing.py, beside this script
 from xray_score.batch.scorer import BatchScorer
 from xray_score.io.discover import discover
 from xray_score.io.reframe import REFRAMINGS, ReframedPreprocessor
@@ -79,16 +80,6 @@ def out_share(scorer: BatchScorer, paths: list[str]) -> tuple[float, int]:
     return float(np.mean(flags)) if flags else float("nan"), len(flags)
 
 
-def rate(scorer: BatchScorer, paths: list[str]) -> tuple[float, float]:
-    """(images per second, main-process CPU ms per image) of scoring ``paths``."""
-    start, cpu = time.perf_counter(), time.process_time()
-    for batch in scorer.iter_batches(paths):
-        if batch[0].ok:
-            scorer.rows(batch)
-    return (len(paths) / (time.perf_counter() - start),
-            1000 * (time.process_time() - cpu) / len(paths))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model")
@@ -132,19 +123,30 @@ def main() -> None:
                 inside += [d <= 1 for d in scorer.predict_with_domain(view)[1]]
     print(f"{'shared originals, re-framed (5 crops)':34s}: {100 * np.mean(inside):5.1f} % in "
           f"domain ({len(inside)} scored)")
-    rate(scorer, originals[:64])  # warm up workers and the model
-    saved = scorer.predictor.__dict__.get("domain")
-    on, off = [], []
-    for _ in range(5):  # alternate, so the machine's drift hits both alike
-        scorer.predictor.domain = saved
-        on.append(rate(scorer, originals))
-        scorer.predictor.domain = None
-        off.append(rate(scorer, originals))
-    scorer.predictor.domain = saved
-    (r_on, c_on), (r_off, c_off) = np.median(on, axis=0), np.median(off, axis=0)
-    print(f"batch on {len(originals)} originals, medians of 5 alternating runs: domain on "
-          f"{r_on:.1f} img/s ({c_on:.2f} main-process CPU ms/image), off {r_off:.1f} img/s "
-          f"({c_off:.2f} ms/image); ratio {r_on / r_off:.3f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = without_domain(bundle, Path(tmp) / "no-domain")
+        on, off = [], []
+        for _ in range(5):  # alternate, so the machine's drift hits both alike
+            on.append(batch_rate(bundle, [Path(p) for p in originals])[0])
+            off.append(batch_rate(plain, [Path(p) for p in originals])[0])
+    print(f"batch's route on {len(originals)} originals, medians of 5 alternating runs: domain "
+          f"on {np.median(on):.1f} img/s, off {np.median(off):.1f} img/s; ratio "
+          f"{np.median(on) / np.median(off):.3f} (runs: "
+          + ", ".join(f"{a / b:.3f}" for a, b in zip(on, off, strict=True)) + ")")
+
+
+def without_domain(bundle: Bundle, dest: Path) -> Bundle:
+    """A copy of ``bundle`` without its domain statistics (same model files otherwise)."""
+    import json
+    import shutil
+
+    shutil.copytree(bundle.path, dest)
+    meta = json.loads((dest / "bundle.json").read_text())
+    (dest / meta.pop("domain")["file"]).unlink()
+    meta["files"] = {k: v for k, v in meta["files"].items() if (dest / k).exists()}
+    (dest / "bundle.json").write_text(json.dumps(meta, indent=2))
+    return Bundle.load(dest)
+
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import BundleError, ErrorKind
 from ..io.preprocess import FileResult
+from .scorer import limit_native_threads
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def worker_model(task: ChunkTask) -> WorkerModel:
         from ..model.kinds import kind_names, register_kind
 
         _worker_logging(task.log_level)
-        _limit_native_threads(task.threads)
+        limit_native_threads(task.threads)
         for kind in task.kinds:
             if kind.name not in kind_names():
                 register_kind(kind)
@@ -207,15 +208,6 @@ def batches(results: list[FileResult], size: int) -> list[list[FileResult]]:
 
 def failure_result(path: str, kind: ErrorKind, message: str) -> FileResult:
     return FileResult(path=str(path), error_kind=kind.value, error=message)
-
-
-def _limit_native_threads(threads: int) -> None:
-    """BLAS/OpenMP pools of this worker process get ``threads`` threads: the parallelism
-    comes from the workers (joblib does the same for its own workers; a Dask worker needs
-    it set here)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=max(1, int(threads)))
 
 
 def _worker_logging(level: int | None) -> None:

@@ -48,6 +48,15 @@ _DICOM_KEYS = {"patient_id": "PatientID", "study_instance_uid": "StudyInstanceUI
                "sop_instance_uid": "SOPInstanceUID", "note": "note"}
 
 
+def limit_native_threads(threads: int) -> None:
+    """BLAS/OpenMP pools of this process get ``threads`` threads: in a scoring process the
+    parallelism comes from the workers (joblib limits its own workers the same way; a Dask
+    worker or the calling process needs it set here)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=max(1, int(threads)))
+
+
 class RowSink(Protocol):
     """Where :meth:`BatchScorer.run` puts each batch of rows (durable when ``write`` returns)."""
 
@@ -159,7 +168,9 @@ class BatchScorer:
     @cached_property
     def predictor(self) -> Any:
         """The bundle's model, loaded on first use (a CNN bundle without a TFLite twin, or with
-        ``engine="keras"``, imports TensorFlow here)."""
+        ``engine="keras"``, imports TensorFlow here). BLAS runs single-threaded from then on:
+        its small products (the domain check) only spin against the decode workers."""
+        limit_native_threads(1)
         return self.bundle.predictor(**self._predictor_kwargs)
 
     @cached_property
