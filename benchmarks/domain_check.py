@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,10 +130,40 @@ def main() -> None:
         for _ in range(5):  # alternate, so the machine's drift hits both alike
             on.append(batch_rate(bundle, [Path(p) for p in originals])[0])
             off.append(batch_rate(plain, [Path(p) for p in originals])[0])
+    extra, per_file = domain_cpu(bundle, originals)
+    print(f"domain check: {extra:.3f} CPU ms per file, {100 * extra / per_file:.1f} % of a "
+          f"worker's {per_file:.2f} CPU ms per file (in-process, best of 3)")
     print(f"batch's route on {len(originals)} originals, medians of 5 alternating runs: domain "
           f"on {np.median(on):.1f} img/s, off {np.median(off):.1f} img/s; ratio "
           f"{np.median(on) / np.median(off):.3f} (runs: "
           + ", ".join(f"{a / b:.3f}" for a, b in zip(on, off, strict=True)) + ")")
+
+
+def domain_cpu(bundle: Bundle, paths: list[str], reps: int = 3) -> tuple[float, float]:
+    """(CPU ms per file of the domain check, CPU ms per file of a worker's whole chunk task),
+    best of ``reps``, measured in this process (CPU time is steadier than wall time here)."""
+    from xray_score.batch.chunks import ChunkTask
+
+    task = ChunkTask(str(bundle.path.resolve()), bundle.model_id, timeout=None)
+    chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
+    task(chunks[0])
+    pre = bundle.preprocessor()
+    results = [pre(p) for p in paths]
+    x = pre.stack([r.x for r in results if r.ok])
+    predictor = bundle.predictor(threads=1)
+
+    def best(work) -> float:
+        times = []
+        for _ in range(reps):
+            start = time.process_time()
+            work()
+            times.append(time.process_time() - start)
+        return 1000 * min(times) / len(paths)
+
+    with_domain = best(lambda: [predictor.predict_with_domain(x[i:i + 64])
+                                for i in range(0, len(x), 64)])
+    without = best(lambda: [predictor.predict_raw(x[i:i + 64]) for i in range(0, len(x), 64)])
+    return with_domain - without, best(lambda: [task(c) for c in chunks])
 
 
 def without_domain(bundle: Bundle, dest: Path) -> Bundle:

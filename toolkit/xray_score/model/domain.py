@@ -179,10 +179,10 @@ def image_statistics(pixels: np.ndarray) -> np.ndarray:
     fix: the midline (spine, mediastinum) is brighter than the lung fields beside it (an
     inverted film reverses it), the intensity skewness, mean and spread (0..1 scale).
     Computed on every 4th pixel: a few microseconds per image."""
-    x = np.asarray(pixels, dtype=np.float32)
+    x = np.asarray(pixels)
     if x.ndim == 4:
         x = x[..., 0]
-    x = x[:, ::4, ::4] / 255.0
+    x = x[:, ::4, ::4].astype(np.float32) / 255.0  # subsample first: the same values
     s = x.shape[1]
     rows = slice(int(0.3 * s), int(0.7 * s))
     mid = x[:, rows, int(0.45 * s):int(0.55 * s)].mean(axis=(1, 2))
