@@ -6,7 +6,8 @@ they finish; when the pool breaks, the tasks that were in flight are re-run one 
 fresh worker, so the culprit is pinned down (a ``timeout`` or ``worker_crash`` for that item
 only) and the others are recomputed. Then the map resumes where it stopped.
 
-The backend is whatever ``joblib.parallel_config`` says (loky by default, Dask for scale-out).
+The backend is joblib's active one (loky by default); ``batch --backend dask`` does not come
+through here but through :class:`xray_score.batch.runners.DaskRunner`.
 """
 
 from __future__ import annotations
