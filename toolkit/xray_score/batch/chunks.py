@@ -46,7 +46,6 @@ class ChunkTask:
     log_level: int | None = None  # the caller's level for xray_score's logs (None: leave)
 
     def __call__(self, paths: list[str]) -> ChunkResult:
-        started = time.perf_counter()
         model = worker_model(self)
         pre = self.preprocessor or model.scorer.preprocessor
         results, unfinished, hung = decode_files(pre, paths, self.timeout)
@@ -56,7 +55,6 @@ class ChunkTask:
             rows += model.scorer.rows(batch)
         return ChunkResult(rows=rows, unfinished=unfinished, hung=hung,
                            runtime=model.runtime, worker=_dask_worker_address(),
-                           seconds=time.perf_counter() - started,
                            nbytes=len(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)))
 
 
@@ -70,7 +68,6 @@ class ChunkResult:
     hung: bool = False  # a file hung: its thread is abandoned (Dask restarts the worker)
     runtime: str | None = None  # what ran the model
     worker: str | None = None  # the Dask worker's address
-    seconds: float = 0.0
     nbytes: int = 0  # pickled size of the rows: what travelled back
     failures: list[FileResult] = field(default_factory=list)  # files that killed a worker
 
