@@ -55,7 +55,7 @@ class Job:
     batch_size: int = 64
     num_parts: int = 1
     part_id: int = 0
-    backend: str = "loky"
+    backend: str = "auto"  # auto (fork on Linux, else loky), fork, loky or dask
     scheduler: str | None = None
     predictor_kwargs: dict[str, Any] = field(default_factory=dict)
     argv: list[str] = field(default_factory=list)
@@ -68,9 +68,18 @@ class Job:
 
 @contextmanager
 def open_runner(job: Job) -> Iterator[Any]:
-    """Local worker processes (joblib/loky), or the Dask cluster at ``job.scheduler``."""
+    """Local worker processes (forked where that is safe, else loky), or the Dask cluster at
+    ``job.scheduler``."""
+    from .processes import ProcessRunner, fork_available, fork_blockers
     from .runners import DaskRunner, LocalRunner
 
+    if job.backend == "fork" and not fork_available():
+        why = (f"this process has loaded {', '.join(fork_blockers())}" if fork_blockers()
+               else "it needs Linux")
+        raise UsageError(f"--backend fork is not safe here ({why}); use --backend loky")
+    if job.backend == "fork" or (job.backend == "auto" and fork_available()):
+        yield ProcessRunner(job.n_jobs)
+        return
     if job.backend != "dask":
         yield LocalRunner(job.n_jobs)
         return
@@ -91,6 +100,7 @@ def progress_bar(total: int) -> Any:
         return nullcontext()
     from tqdm import tqdm
 
+    tqdm.monitor_interval = 0  # no monitor thread: local workers are forked from this process
     return tqdm(total=total, unit="img", file=sys.stderr, leave=False)
 
 

@@ -16,6 +16,22 @@ from pathlib import Path
 
 from ..errors import LockHeldError
 
+_HELD: set[RunLock] = set()
+
+
+def drop_inherited_locks() -> None:
+    """In a forked child: close its copies of the locks this process held. A ``flock`` lives
+    while any copy of its descriptor is open, so a worker that outlived a killed run would
+    otherwise keep the run's locks; closing the child's copy leaves the parent's lock held."""
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            os.close(lock._fd)
+            lock._fd = None
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=drop_inherited_locks)
+
 
 def lock_path(ledger: Path, num_parts: int = 1, part_id: int = 0) -> Path:
     """``<ledger>.lock``, or ``<ledger>.part-I-of-K.lock`` for one shard of a split job."""
@@ -52,6 +68,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
@@ -59,6 +76,7 @@ class RunLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+            _HELD.discard(self)
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -23,6 +21,7 @@ from joblib import Parallel, delayed
 from joblib.parallel import LokyBackend, get_active_backend
 
 from ..errors import ErrorKind
+from .lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +38,6 @@ class TaskFailure:
 
     def __repr__(self) -> str:
         return f"TaskFailure({self.kind.value}, {self.message!r})"
-
-
-_WATCHING = False
-PARENT_POLL_SECONDS = 0.5
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In a worker process that is a direct child of ``parent_pid``: exit as soon as that
-    parent is gone (``kill -9`` included), instead of idling on as an orphan. Elsewhere (the
-    calling process itself, a Dask worker on another host) it does nothing."""
-    global _WATCHING
-    if _WATCHING or os.getpid() == parent_pid or os.getppid() != parent_pid:
-        return
-    _WATCHING = True
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="xray-score-parent-watch", daemon=True).start()
 
 
 def worker_backend() -> Any:

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from ..errors import ErrorKind
 from .chunks import ChunkResult, ChunkTask, failure_result
-from .parallel import TaskFailure, resilient_map
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +79,8 @@ class LocalRunner:
         self.n_jobs = max(1, int(n_jobs))
 
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
+        from .parallel import TaskFailure, resilient_map  # joblib: only for this runner
+
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
         # a last-resort limit per chunk, for a hang the worker's watchdog cannot see
@@ -97,8 +98,10 @@ class LocalRunner:
                     leftovers.append(outcome.unfinished)
             queue.extend(leftovers)
 
-    def _one_by_one(self, task: ChunkTask, chunk: list[str], failure: TaskFailure,
+    def _one_by_one(self, task: ChunkTask, chunk: list[str], failure: Any,
                     backstop: float | None) -> Iterator[ChunkResult]:
+        from .parallel import TaskFailure, resilient_map
+
         if len(chunk) == 1:
             yield crash_result(chunk[0], failure.message)
             return

@@ -10,9 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
 
-from ..batch.parallel import worker_backend
 from ..model.augment import augment_batch, check_options
 
 _CHUNK = 256
@@ -42,6 +40,10 @@ def _chunk_features(pixels: np.ndarray, start: int, extractor: Any, copies: int,
 def augmented_features(pixels: np.ndarray, y: np.ndarray, extractor: Any, spec: dict[str, Any],
                        n_jobs: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Features of every film followed by its ``copies`` re-framed versions, and labels."""
+    from joblib import Parallel, delayed  # training only: scoring workers never need it
+
+    from ..batch.parallel import worker_backend
+
     copies, framing, intensity = augmentation_options(spec)
     seed = int((spec.get("training") or {}).get("seed", 0))
     parts = Parallel(n_jobs=n_jobs, backend=worker_backend())(  # workers die with us

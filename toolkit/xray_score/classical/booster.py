@@ -37,6 +37,22 @@ _DEFAULT_PARAMS = {
 }
 
 
+def lightgbm_version() -> str:
+    """The installed LightGBM's version, from the package's ``VERSION.txt`` (cheap: no
+    ``importlib.metadata`` scan in every scoring worker), else from its metadata."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lightgbm")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            return (Path(folder) / "VERSION.txt").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+    from importlib.metadata import version
+
+    return version("lightgbm")
+
+
 @dataclass
 class BaselinePredictor:
     """A LightGBM booster on HOG/LBP features; ``predict_raw`` runs in the main process."""
@@ -53,9 +69,7 @@ class BaselinePredictor:
 
     @property
     def runtime(self) -> str:
-        from importlib.metadata import version
-
-        return f"LightGBM {version('lightgbm')}, 1 thread"
+        return f"LightGBM {lightgbm_version()}, 1 thread"
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
         # one thread: the cores belong to the decode workers; OpenMP spinning would steal them

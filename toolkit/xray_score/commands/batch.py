@@ -19,6 +19,7 @@ log = logging.getLogger("xray_score")
 
 CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_size", "timeout",
                "weights", "engine", "report", "backend", "scheduler", "num_parts", "part_id")
+BACKENDS = ("auto", "fork", "loky", "dask")
 
 
 @click.command()
@@ -43,9 +44,10 @@ CONFIG_KEYS = ("folder", "model", "out", "fmt", "ledger", "jobs", "batch_size", 
 @cnn_runtime_options
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write an HTML run summary beside the results (same name, .html).")
-@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
-              show_default=True, help="Where files are scored: local processes or a Dask "
-              "cluster.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
+              show_default=True, help="Where files are scored: local processes (fork: forked "
+              "from this one, quick to start, Linux; loky: fresh interpreters; auto: fork where "
+              "available) or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (--backend dask).")
 @click.option("--num-parts", default=1, show_default=True, type=click.IntRange(min=1),
               help="Split the job into this many shards (needs --ledger shared by all).")
@@ -163,6 +165,9 @@ def build_job(opts: dict[str, Any], resume: bool, jobs_given: bool) -> tuple[Any
         raise UsageError(f"--part-id must be in 0..{num_parts - 1}")
     if num_parts > 1 and not opts["ledger"]:
         raise UsageError("--num-parts needs --ledger: one ledger shared by every shard")
+    if opts["backend"] not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not "
+                         f"{opts['backend']!r}")
     if (opts["backend"] == "dask") != bool(opts["scheduler"]):
         raise UsageError("--backend dask and --scheduler ADDRESS go together")
     bundle = common.resolve_model(opts["model"])

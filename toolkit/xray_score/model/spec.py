@@ -6,8 +6,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import UsageError
 from ..io.decode import MAX_PIXELS
 from ..resources import pipeline_path
@@ -23,6 +21,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
 
 def load_pipeline(name_or_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read a pipeline YAML (by path or shipped name), fill defaults, apply dotted overrides."""
+    import yaml  # here, not at import: scoring workers load bundles, never pipeline YAML
+
     path = pipeline_path(name_or_path)
     try:
         spec = yaml.safe_load(Path(path).read_text())
@@ -100,5 +100,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``key.sub=value`` with the value parsed as YAML (numbers, booleans, lists)."""
     if "=" not in text:
         raise UsageError(f"--set takes KEY=VALUE, got {text!r}")
+    import yaml
+
     key, _, raw = text.partition("=")
     return key.strip(), yaml.safe_load(raw)

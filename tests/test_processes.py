@@ -1,0 +1,120 @@
+"""The forked-process runner (``batch``'s default on Linux): the loky runner's rows and survival,
+and nothing of the run's state leaks into its workers."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+
+from hostile import HostilePreprocessor
+from test_dask import hostile_folder, hostile_task, rows_by_name, without_timings
+from test_ledger import batch, make_folder, summary
+from xray_score.batch.locking import RunLock
+from xray_score.batch.processes import ProcessRunner, fork_available
+from xray_score.batch.runners import CRASH_MESSAGE, LocalRunner
+from xray_score.errors import ExitCode
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="forked workers: Linux only")
+
+
+def cli_batch(folder: Path, bundle, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The real command in its own process (this test process may have loaded TensorFlow,
+    which makes forking unsafe here; ``xray-score`` loads none)."""
+    return subprocess.run([sys.executable, "-m", "xray_score.cli", "-q", "batch", str(folder),
+                           "--model", str(bundle.path), "--out", str(out), "--no-report",
+                           *extra], capture_output=True, text=True, timeout=300)
+
+
+def test_forked_and_loky_workers_write_the_same_results(baseline_bundle, tmp_path):
+    folder = tmp_path / "scans"
+    make_folder(folder, 12)
+    (folder / "not-an-image.png").write_bytes(b"hello")
+    forked = cli_batch(folder, baseline_bundle, tmp_path / "fork.csv", "--backend", "fork")
+    loky = cli_batch(folder, baseline_bundle, tmp_path / "loky.csv", "--backend", "loky")
+    assert forked.returncode == loky.returncode == ExitCode.SOME_FAILED, forked.stderr
+    s = json.loads(forked.stdout.strip().splitlines()[-1])
+    assert (s["scored"], s["errors"]) == (12, 1)
+    assert without_timings(tmp_path / "fork.csv") == without_timings(tmp_path / "loky.csv")
+
+
+def test_fork_is_refused_where_a_loaded_library_makes_it_unsafe(baseline_bundle, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    assert not fork_available()
+    folder = tmp_path / "scans"
+    make_folder(folder, 3)
+    refused = batch(folder, baseline_bundle, tmp_path / "r.csv", "--backend", "fork")
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "torch" in refused.output and "--backend loky" in refused.output
+    auto = batch(folder, baseline_bundle, tmp_path / "r.csv")  # auto: loky here
+    assert auto.exit_code == ExitCode.OK and summary(auto)["scored"] == 3, auto.output
+
+
+def test_a_crash_and_a_hang_cost_one_row_each_as_on_loky(baseline_bundle, tmp_path, rng):
+    paths = hostile_folder(tmp_path / "in", rng)
+    task = hostile_task(baseline_bundle, timeout=3.0)
+    started = time.perf_counter()
+    forked = rows_by_name(ProcessRunner(2).run(task, paths), baseline_bundle)
+    assert time.perf_counter() - started < 60  # the hang cost ~3 s, not its 60 s sleep
+    assert forked["crash-1.png"]["error_kind"] == "worker_crash"
+    assert forked["crash-1.png"]["error"] == CRASH_MESSAGE
+    assert forked["hang-1.png"]["error_kind"] == "timeout"
+    innocent = [n for n in forked if not n.startswith(("crash", "hang"))]
+    assert {n: forked[n]["status"] for n in innocent} == dict.fromkeys(innocent, "ok"), forked
+    assert len(forked) == len(paths) == len(innocent) + 2
+    assert forked == rows_by_name(LocalRunner(2).run(task, paths), baseline_bundle)
+
+
+@dataclasses.dataclass(frozen=True)
+class HangsInTransform(HostilePreprocessor):
+    """Decodes fine, then hangs in the chunk's feature transform (where no watchdog looks)."""
+
+    def transform_batch(self, pixels):
+        time.sleep(120)
+        return self.inner.transform_batch(pixels)
+
+
+def test_the_backstop_ends_a_hang_outside_decoding(baseline_bundle, tmp_path, rng):
+    paths = [p for p in hostile_folder(tmp_path / "in", rng)
+             if not Path(p).name.startswith(("crash", "hang"))][:2]
+    task = dataclasses.replace(hostile_task(baseline_bundle, timeout=3.0),
+                               preprocessor=HangsInTransform(baseline_bundle.preprocessor()))
+    started = time.perf_counter()
+    rows = rows_by_name(ProcessRunner(2, backstop=2.0).run(task, paths), baseline_bundle)
+    assert time.perf_counter() - started < 60
+    assert {r["error_kind"] for r in rows.values()} == {"timeout"}
+    assert len(rows) == 2
+
+
+def _open_files(_: object) -> list[str]:
+    fds = Path("/proc/self/fd")
+    out = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            out.append(os.readlink(fd))
+    return out
+
+
+def test_workers_do_not_inherit_the_runs_locks(tmp_path):
+    """A ``flock`` lives while any copy of its descriptor is open: a worker that kept the run's
+    locks would hold them after a ``kill -9`` of its run."""
+    lock = tmp_path / "ledger.sqlite.lock"
+    with RunLock(lock):
+        with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
+            inherited = pool.submit(_open_files, None).result()
+        assert str(lock) not in inherited
+        with pytest.raises(Exception, match="another run holds"):
+            RunLock(lock).acquire()  # the caller's lock still holds
+    RunLock(lock).acquire().release()

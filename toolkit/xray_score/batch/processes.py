@@ -1,0 +1,182 @@
+"""Chunks on worker processes forked from the calling process (the default local runner on
+Linux).
+
+A forked worker is ready in milliseconds with the caller's imports (NumPy, OpenCV, the chunk
+code) already in memory; a loky worker is a fresh interpreter that imports them again (about
+0.3-0.5 s of CPU per worker per run, a fifth of a 2,500-file baseline run on 2 cores). The
+caller imports no TensorFlow, LightGBM or scikit-learn and starts no thread pool before it
+forks; each worker loads and verifies the bundle itself, as a loky or Dask worker does.
+
+What a worker must not inherit is dropped as it starts: the run's locks
+(:func:`xray_score.batch.locking.drop_inherited_locks`, registered with
+``os.register_at_fork``), the caller's signal handlers (a worker ignores SIGINT and dies on
+SIGTERM; the caller stops the run), and its life after the caller (:func:`die_with_parent`).
+
+Survival is the loky runner's: a chunk whose worker dies is run again on its own; if it kills
+its worker again, its files run one at a time and the file that kills a worker on its own
+becomes a ``worker_crash`` row. A hang the worker's watchdog cannot see (outside decoding) is
+cut by a backstop: no chunk finished for ``backstop`` seconds -> the workers are killed and the
+chunks in flight are treated as crashed (a chunk that hangs alone becomes ``timeout`` rows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from ..errors import ErrorKind
+from .chunks import ChunkResult, ChunkTask, failure_result
+from .lifeline import die_with_parent
+from .runners import chunk_size, chunked, crash_result
+
+log = logging.getLogger(__name__)
+
+
+# Libraries whose thread pools do not survive a fork: a worker forked from a process that has
+# loaded one deadlocks as soon as it uses it (seen with TensorFlow in a test process).
+FORK_UNSAFE_MODULES = ("tensorflow", "torch", "jax")
+
+
+def fork_available() -> bool:
+    """Whether worker processes can be forked safely here: Linux (macOS system libraries are
+    not fork-safe) and no fork-unsafe library loaded in this process (the ``xray-score``
+    command loads none before it forks; a notebook or test process may have)."""
+    return (sys.platform.startswith("linux")
+            and "fork" in multiprocessing.get_all_start_methods()
+            and not fork_blockers())
+
+
+def fork_blockers() -> list[str]:
+    """The fork-unsafe libraries this process has loaded."""
+    return [name for name in FORK_UNSAFE_MODULES if name in sys.modules]
+
+
+def _worker_start(parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the run in the caller
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent_pid)
+
+
+class _Hung(Exception):
+    """No chunk finished within the backstop: the workers were killed."""
+
+
+class ProcessRunner:
+    """Chunks on ``n_jobs`` forked worker processes; workers exit with this process.
+
+    ``backstop``: seconds without a finished chunk before the workers are killed (default:
+    the loky runner's, ``timeout * (chunk size + 2) + 60``; none without a timeout)."""
+
+    def __init__(self, n_jobs: int = 2, backstop: float | None = None) -> None:
+        self.n_jobs = max(1, int(n_jobs))
+        self.backstop = backstop
+        self._hung = False
+
+    def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
+        size = chunk_size(len(paths), task.batch_size, self.n_jobs)
+        queue = chunked(paths, size, self.n_jobs)
+        backstop = self.backstop
+        if backstop is None and task.timeout:
+            backstop = task.timeout * (size + 2) + 60
+        suspects: list[list[str]] = []
+        yield from self._map(task, queue, self.n_jobs, backstop, suspects)
+        while suspects:  # chunks in flight when a worker died or hung: each on its own
+            chunk = suspects.pop(0)
+            yield from self._alone(task, chunk, backstop)
+
+    def _alone(self, task: ChunkTask, chunk: list[str], backstop: float | None
+               ) -> Iterator[ChunkResult]:
+        broke: list[list[str]] = []
+        yield from self._map(task, deque([chunk]), 1, backstop, broke)
+        if not broke:
+            return
+        kind = ErrorKind.TIMEOUT if self._hung else ErrorKind.WORKER_CRASH
+        if len(chunk) == 1:
+            yield self._convicted(chunk[0], kind, backstop)
+            return
+        log.warning("a chunk of %d files broke its worker twice (%s); scoring them one at a "
+                    "time", len(chunk), kind.value)
+        for path in chunk:
+            broke.clear()
+            yield from self._map(task, deque([[path]]), 1, backstop, broke)
+            if broke:
+                kind = ErrorKind.TIMEOUT if self._hung else ErrorKind.WORKER_CRASH
+                yield self._convicted(path, kind, backstop)
+
+    @staticmethod
+    def _convicted(path: str, kind: ErrorKind, backstop: float | None) -> ChunkResult:
+        if kind is ErrorKind.TIMEOUT:
+            message = f"no result after {backstop:g} s; worker killed"
+            log.warning("%s: %s", path, message)
+            return ChunkResult(rows=[], failures=[failure_result(path, kind, message)])
+        return crash_result(path, "BrokenProcessPool")
+
+    def _map(self, task: ChunkTask, queue: deque[list[str]], workers: int,
+             backstop: float | None, broke: list[list[str]]) -> Iterator[ChunkResult]:
+        """Run ``queue``'s chunks on a fresh pool of ``workers``; chunks lost to a dead or
+        killed worker go to ``broke`` (the rest of the queue runs on a new pool)."""
+        self._hung = False
+        while queue:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_worker_start, initargs=(os.getpid(),))
+            running: dict[Future, list[str]] = {}
+            finished = False
+            try:
+                yield from self._drain(pool, task, queue, workers, backstop, running)
+                finished = True
+            except (BrokenProcessPool, _Hung) as exc:
+                self._hung = isinstance(exc, _Hung)
+                log.warning("a worker process %s; %d chunk(s) in flight will be run again on "
+                            "their own", "hung" if self._hung else "died", len(running))
+                broke.extend(running.values())
+            finally:
+                if not finished:  # broken, or the run stops (a signal, an error): no waiting
+                    _kill(pool)
+                _shutdown(pool)
+
+    def _drain(self, pool: ProcessPoolExecutor, task: ChunkTask, queue: deque[list[str]],
+               workers: int, backstop: float | None, running: dict[Future, list[str]]
+               ) -> Iterator[ChunkResult]:
+        in_flight = 2 * workers
+        last = time.monotonic()
+        while queue or running:
+            while queue and len(running) < in_flight:
+                chunk = queue.popleft()
+                running[pool.submit(task, chunk)] = chunk
+            done, _ = wait(running, timeout=min(5.0, backstop or 5.0),
+                           return_when=FIRST_COMPLETED)
+            if not done:
+                if backstop and time.monotonic() - last > backstop:
+                    _kill(pool)
+                    raise _Hung()
+                continue
+            last = time.monotonic()
+            for future in done:
+                chunk = running[future]
+                result = future.result()  # BrokenProcessPool when a worker died
+                del running[future]
+                yield result
+                if result.unfinished:
+                    queue.appendleft(result.unfinished)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+
+
+def _shutdown(pool: ProcessPoolExecutor) -> None:
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    except Exception:  # noqa: BLE001 - a broken pool's shutdown can raise; nothing to keep
+        log.debug("pool shutdown", exc_info=True)
