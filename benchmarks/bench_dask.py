@@ -4,7 +4,8 @@ caller's ledger can feed.
 
     python benchmarks/bench_dask.py [--model models/cnn] [--workdir DIR] [--repeat 2]
 
-- the 2,496-file set (``rates.build_set``); each measurement is the whole ``xray-score batch
+- the 2,496-file set (``rates.build_set``); workers with the README's settings
+  (``WORKER_CONFIG``); each measurement is the whole ``xray-score batch
   --backend dask`` command on a fresh ledger, after a warm-up run that loads the bundle in the
   workers; medians of ``--repeat``;
 - the scaling ratio (2 workers / 1 worker, target >= 1.8 for the CNN) and, with 2 workers, the
@@ -33,6 +34,9 @@ import psutil
 from rates import batch_command, build_set, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
+# The README's worker settings: no statistical profiler sampling every worker thread every
+# 10 ms (a dashboard feature; 1.71x -> 1.76x here, where workers share the cores with it)
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def cluster_cpu(client) -> float:
@@ -49,12 +53,14 @@ def cluster_cpu(client) -> float:
 
 
 def scale_run(files: Path, model: Path, work: Path, n_workers: int, repeat: int) -> dict:
+    import dask
     from distributed import Client, LocalCluster
 
     n = sum(1 for _ in files.rglob("*.jpeg"))
     rates, shares, sizes = [], [], []
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with dask.config.set(WORKER_CONFIG), \
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
         dask = ["--no-report", "--backend", "dask", "--scheduler", cluster.scheduler_address]
         run_command(batch_command(files, model, work / f"warm{n_workers}" / "r.csv", *dask,
                                   "--num-parts", "20", "--part-id", "0", "--ledger",

@@ -5,7 +5,8 @@ full-resolution originals (each copy gets a JPEG comment naming it, so every fil
 sha256 but decodes to the same pixels) and runs ``xray-score batch`` with its default options
 (HTML run summary on: the folders are labeled, so it evaluates) as a child process:
 
-- peak RSS (main process, and main + workers summed, polled with psutil) scoring N1 vs N2 files;
+- peak RSS (main process, and main + workers summed, polled with psutil; and their summed PSS,
+  which counts the pages forked workers share with the caller once) scoring N1 vs N2 files;
   target flat, <= 1.5 GB;
 - wall time of an unchanged re-run of a labeled folder of ``--rerun`` files (target <= 3 s for
   10,000 files), the run summary kept because its inputs did not change.
@@ -62,14 +63,16 @@ def run_batch(args: list[str], poll: float = 0.1) -> dict:
     cmd = [sys.executable, "-m", "xray_score.cli", "-q", "batch", *args]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    main_peak = tree_peak = 0
+    main_peak = tree_peak = pss_peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
             procs = [ps, *ps.children(recursive=True)]
             rss = [p.memory_info().rss for p in procs]
             main_peak, tree_peak = max(main_peak, rss[0]), max(tree_peak, sum(rss))
-        except psutil.Error:
+            # forked workers share the caller's pages: PSS counts a shared page once in all
+            pss_peak = max(pss_peak, sum(p.memory_full_info().pss for p in procs))
+        except (psutil.Error, AttributeError):
             pass
         time.sleep(poll)
     out, err = proc.communicate()
@@ -78,7 +81,7 @@ def run_batch(args: list[str], poll: float = 0.1) -> dict:
         raise RuntimeError(f"batch failed ({proc.returncode}): {err[-2000:]}")
     summary = json.loads(out.strip().splitlines()[-1])
     return {**summary, "wall": wall, "main_peak_mb": main_peak / 2**20,
-            "tree_peak_mb": tree_peak / 2**20}
+            "tree_peak_mb": tree_peak / 2**20, "tree_pss_mb": pss_peak / 2**20}
 
 
 def quick_model(work: Path, per_class: int = 150) -> Path:
@@ -123,8 +126,8 @@ def main() -> None:
             r = run_batch([str(folder), "--model", model, "--out", str(work / f"rss-{n}.csv"),
                            "--jobs", str(args.jobs)])
             log.info("peak RSS scoring %6d files: main %7.0f MB, main+workers %7.0f MB "
-                     "(%.1f img/s)", n, r["main_peak_mb"], r["tree_peak_mb"],
-                     r["images_per_second_including_startup"])
+                     "(summed RSS; PSS %7.0f MB) (%.1f img/s)", n, r["main_peak_mb"],
+                     r["tree_peak_mb"], r["tree_pss_mb"], r["images_per_second_including_startup"])
             if n != max(sizes):
                 shutil.rmtree(folder)
         if args.only != "memory":

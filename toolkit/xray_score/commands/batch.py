@@ -64,6 +64,7 @@ def batch(ctx: click.Context, config: str | None, resume: bool, **options: Any) 
     or changed images (and retries transient errors), then rewrites --out for the whole
     folder (or this shard). A second run on the same ledger and shard exits with 3.
     """
+    common.single_threaded_blas()
     from ..batch.job import run_job
     from ..batch.signals import stop_on_signals
 

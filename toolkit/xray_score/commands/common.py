@@ -24,6 +24,17 @@ DEFAULT_RESULTS_DIR = "xray-score-results"
 ENGINES = ("auto", "keras", "tflite")  # xray_score.deep.lite.ENGINES, without importing it
 
 
+def single_threaded_blas() -> None:
+    """Before ``batch`` imports NumPy: OpenBLAS gets one thread unless the user chose
+    otherwise. Scoring processes run BLAS single-threaded anyway (the parallelism is the
+    workers'); OpenBLAS starting its threads at import cost ~0.2 s of CPU a run here, in the
+    calling process and in every loky worker (which inherit the setting)."""
+    import os
+
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
     """Map failures to the documented exit codes; never a bare traceback."""
 
