@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import BundleError, ErrorKind
 from ..io.preprocess import FileResult
-from .scorer import limit_native_threads
+from .scorer import grouped, limit_native_threads
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ChunkTask:
         results, unfinished, hung = decode_files(pre, paths, self.timeout)
         transform(pre, results)
         rows: list[dict[str, Any]] = []
-        for batch in batches(results, self.batch_size):
+        for batch in grouped(results, self.batch_size):
             rows += model.scorer.rows(batch)
         return ChunkResult(rows=rows, unfinished=unfinished, hung=hung,
                            runtime=model.runtime, worker=_dask_worker_address(),
@@ -193,14 +193,6 @@ def transform(pre: Any, results: list[FileResult]) -> None:
         except Exception as exc:  # noqa: BLE001 - this file's failure
             result.x, result.error_kind = None, ErrorKind.UNREADABLE.value
             result.error = f"{type(exc).__name__}: {exc}"
-
-
-def batches(results: list[FileResult], size: int) -> list[list[FileResult]]:
-    """Failed files alone, good ones in model-sized batches (as ``BatchScorer.iter_batches``)."""
-    out = [[r] for r in results if not r.ok]
-    good = [r for r in results if r.ok]
-    out += [good[i:i + size] for i in range(0, len(good), max(1, size))]
-    return out
 
 
 def failure_result(path: str, kind: ErrorKind, message: str) -> FileResult:

@@ -57,6 +57,21 @@ def limit_native_threads(threads: int) -> None:
     threadpool_limits(limits=max(1, int(threads)))
 
 
+def grouped(results: Iterable[FileResult], size: int) -> Iterator[list[FileResult]]:
+    """Failed files alone as they come, good ones in batches of ``size`` (the model's)."""
+    pending: list[FileResult] = []
+    for result in results:
+        if not result.ok:
+            yield [result]
+            continue
+        pending.append(result)
+        if len(pending) >= max(1, int(size)):
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
 class RowSink(Protocol):
     """Where :meth:`BatchScorer.run` puts each batch of rows (durable when ``write`` returns)."""
 
@@ -198,17 +213,7 @@ class BatchScorer:
     def iter_batches(self, paths: Iterable[str | os.PathLike], preprocessor: Any = None
                      ) -> Iterator[list[FileResult]]:
         """Groups of results: failed files alone at once, good ones in model-sized batches."""
-        pending: list[FileResult] = []
-        for result in self.iter_results(paths, preprocessor):
-            if not result.ok:
-                yield [result]
-                continue
-            pending.append(result)
-            if len(pending) >= self.batch_size:
-                yield pending
-                pending = []
-        if pending:
-            yield pending
+        yield from grouped(self.iter_results(paths, preprocessor), self.batch_size)
 
     def predict(self, batch: list[FileResult], preprocessor: Any = None) -> np.ndarray:
         """Calibrated probabilities for a batch of good results (NaN where the model failed)."""
