@@ -3,7 +3,7 @@
 Both run in this process on the same full-resolution originals:
 - naive: ``skimage.io.imread`` + ``skimage.transform.resize`` + ``hog`` + ``local_binary_pattern``
   per image, then the booster on that one image (what the public notebooks do);
-- xray-score: ``batch``'s route (:class:`xray_score.batch.runners.LocalRunner`: joblib workers
+- xray-score: ``batch``'s route (forked workers, as ``batch --backend auto``: workers
   read, decode, compute the chunk's features at once, predict and return rows, written to a CSV
   as they land).
 

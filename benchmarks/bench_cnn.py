@@ -3,7 +3,7 @@
 Same network, same full-resolution originals, same process:
 - straightforward: ``keras.utils.load_img(path, color_mode="grayscale", target_size=...)``
   + ``model.predict`` on batches of 32 (what the public notebooks do);
-- xray-score: ``batch``'s route (:class:`xray_score.batch.runners.LocalRunner`: joblib workers
+- xray-score: ``batch``'s route (forked workers, as ``batch --backend auto``: workers
   read, decode, run the network on their chunk and return rows, written to a CSV as they
   land), with the bundle's default engine (its TFLite twin under XNNPACK, one thread per
   worker) and, for the record, with ``engine="keras"`` (same route, Keras in each worker).
@@ -70,12 +70,14 @@ def main() -> None:
     bundle = Bundle.load(args.model or default_model("cnn"))
     kwargs = {"weights": args.weights} if args.weights else {}
     paths = discover(args.data) * args.repeat
+    # batch's routes first: like the command, they fork their workers, which is safe only
+    # before this process loads TensorFlow for the Keras route
+    ours, runtime = batch_rate(bundle, paths, args.jobs, **kwargs)
+    ours_keras, _ = batch_rate(bundle, paths, args.jobs, engine="keras", **kwargs)
     model = BatchScorer(bundle, engine="keras", **kwargs).predictor.model
     model.predict(np.zeros((32, bundle.input_size, bundle.input_size, 1), np.float32),
                   verbose=0)  # same warm-up for the Keras route
     naive = keras_route_rate(paths, model, bundle.input_size)
-    ours, runtime = batch_rate(bundle, paths, args.jobs, **kwargs)
-    ours_keras, _ = batch_rate(bundle, paths, args.jobs, engine="keras", **kwargs)
     main_route = main_process_rate(bundle, paths, args.jobs, **kwargs)
     print(f"images: {len(paths)} full-resolution originals from {args.data}; "
           f"{bundle.meta['backbone']['name']} alpha {bundle.meta['backbone']['alpha']} "

@@ -40,16 +40,15 @@ WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def cluster_cpu(client) -> float:
-    """CPU seconds so far of the workers, their nannies and this process (the scheduler)."""
-    pids = set(client.run(os.getpid).values())
+    """CPU seconds so far of the workers, their nannies and this process (the scheduler; a
+    ``LocalCluster``'s nannies live here too), each process counted once."""
+    workers = set(client.run(os.getpid).values())
+    pids = workers | {psutil.Process(pid).ppid() for pid in workers} | {os.getpid()}
     total = 0.0
     for pid in pids:
-        proc = psutil.Process(pid)
-        for p in (proc, proc.parent()):
-            times = p.cpu_times()
-            total += times.user + times.system
-    mine = psutil.Process().cpu_times()
-    return total + mine.user + mine.system
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def scale_run(files: Path, model: Path, work: Path, n_workers: int, repeat: int) -> dict:

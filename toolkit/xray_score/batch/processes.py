@@ -36,7 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from ..errors import ErrorKind
 from .chunks import ChunkResult, ChunkTask, failure_result
 from .lifeline import die_with_parent
-from .runners import chunk_size, chunked, crash_result
+from .runners import LocalRunner, chunk_size, chunked, crash_result
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ def fork_available() -> bool:
 def fork_blockers() -> list[str]:
     """The fork-unsafe libraries this process has loaded."""
     return [name for name in FORK_UNSAFE_MODULES if name in sys.modules]
+
+
+def local_runner(n_jobs: int = 2) -> ProcessRunner | LocalRunner:
+    """``batch``'s local runner (``--backend auto``): forked workers where that is safe,
+    else loky's fresh interpreters."""
+    return ProcessRunner(n_jobs) if fork_available() else LocalRunner(n_jobs)
 
 
 def _worker_start(parent_pid: int) -> None:
