@@ -1,0 +1,89 @@
+"""Where a ``batch`` worker's time goes, stage by stage, against the decode-only route.
+
+    python benchmarks/stages.py [--model models/baseline] [--data ../shared/data/originals]
+
+In this process, one core: CPU milliseconds per file (the best of ``--repeat`` passes) of the
+decode-only route (read, DCT-scaled decode, resize: what ``bench_limits.py``'s limit runs),
+hashing, the worker's decode (read + sha256 + decode + resize, with the watchdog thread), the
+chunk's transform (HOG/LBP for the baseline), the rows (model, domain check, calibration,
+formatting), and a whole chunk task; then the share of the decode-only route in the whole
+task, i.e. the ceiling of ``batch / decode-only limit`` before any start-up or IPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import time
+from pathlib import Path
+
+from xray_score.batch import chunks
+from xray_score.batch.chunks import ChunkTask, decode_files, transform
+from xray_score.batch.scorer import grouped
+from xray_score.io.decode import decode_gray, read_bytes, resize_square
+from xray_score.model.bundle import Bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "originals"
+
+
+def per_file_ms(files: list[str], repeat: int, work) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        work()
+        best = min(best, (time.process_time() - start) * 1000 / len(files))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "baseline"))
+    parser.add_argument("--data", default=str(SHARED))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=64)
+    args = parser.parse_args()
+    bundle = Bundle.load(args.model)
+    files = sorted(str(p) for p in Path(args.data).rglob("*.jpeg"))
+    task = ChunkTask(str(bundle.path.resolve()), bundle.model_id, timeout=60,
+                     batch_size=args.chunk, threads=1)
+    task(files[:args.chunk])  # load the model once
+    pre = chunks.worker_model(task).scorer.preprocessor
+    scorer = chunks.worker_model(task).scorer
+    draft = bundle.input_size if pre.jpeg_draft else None
+    parts = [files[i:i + args.chunk] for i in range(0, len(files), args.chunk)]
+    data = [read_bytes(p) for p in files]
+    decoded = [decode_files(pre, part, None)[0] for part in parts]
+
+    def transformed() -> None:
+        for results in decoded:
+            transform(pre, [copy.copy(r) for r in results])
+
+    limit = per_file_ms(files, args.repeat, lambda: [
+        resize_square(decode_gray(read_bytes(p), draft_size=draft).gray, bundle.input_size)
+        for p in files])
+    stages = {
+        "decode-only route (read, decode, resize)": limit,
+        "sha256 of the bytes": per_file_ms(files, args.repeat, lambda: [
+            hashlib.sha256(d).hexdigest() for d in data]),
+        "worker decode (read, sha256, decode, watchdog)": per_file_ms(
+            files, args.repeat, lambda: [decode_files(pre, part, 60) for part in parts]),
+        "transform of the chunk": per_file_ms(files, args.repeat, transformed),
+    }
+    for results in decoded:
+        transform(pre, results)
+    stages["rows (model, domain, calibration)"] = per_file_ms(files, args.repeat, lambda: [
+        scorer.rows(batch) for results in decoded for batch in grouped(results, args.chunk)])
+    whole = per_file_ms(files, args.repeat, lambda: [task(part) for part in parts])
+    stages["whole chunk task"] = whole
+    print(f"{bundle.name} ({bundle.kind}), {len(files)} files, chunks of {args.chunk}, "
+          f"CPU ms per file (best of {args.repeat}):")
+    for name, ms in stages.items():
+        print(f"  {name:48s} {ms:6.3f}")
+    print(f"  decode-only route / whole task: {limit / whole:.3f} (the ceiling of batch's "
+          "share of its decode-only limit, before start-up and IPC)")
+
+
+if __name__ == "__main__":
+    main()
