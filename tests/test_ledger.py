@@ -178,6 +178,10 @@ def test_config_file_with_command_line_override(baseline_bundle, tmp_path):
     assert len(pd.read_parquet(tmp_path / "night.parquet")) == 3
     config.write_text("folder: x\nbogus: 1\n")
     assert cli("batch", "--config", config).exit_code == ExitCode.USAGE
+    config.write_text(f"folder: {folder}\nmodel: {baseline_bundle.path}\nbackend: threads\n")
+    wrong = cli("batch", "--config", config, "--out", tmp_path / "w.csv")
+    assert wrong.exit_code == ExitCode.USAGE and "auto, fork, loky, dask" in wrong.output
+    assert not (tmp_path / "w.csv").exists()
 
 
 def test_shipped_nightly_config_parses():
