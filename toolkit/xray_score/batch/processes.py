@@ -167,7 +167,6 @@ class ProcessRunner:
                 continue
             last = time.monotonic()
             for future in done:
-                chunk = running[future]
                 result = future.result()  # BrokenProcessPool when a worker died
                 del running[future]
                 yield result
@@ -176,7 +175,14 @@ class ProcessRunner:
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:
-    for process in list(getattr(pool, "_processes", {}).values()):
+    """SIGKILL the pool's workers (Python >= 3.14 has a method for it; before, its private
+    table of processes is the only handle)."""
+    kill_workers = getattr(pool, "kill_workers", None)
+    if kill_workers is not None:
+        with contextlib.suppress(Exception):
+            kill_workers()
+            return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(OSError, ValueError):
             process.kill()
 
