@@ -226,3 +226,38 @@ def test_stat_cache_lookups_use_the_primary_key(tmp_path):
     for sql in lookups:
         plan = " ".join(str(r[-1]) for r in ledger.db.execute("EXPLAIN QUERY PLAN " + sql))
         assert "SEARCH" in plan and "SCAN" not in plan, plan
+
+
+class _SignalAfterBegin:
+    """A ledger connection whose next BEGIN succeeds and is then interrupted, as SIGINT's
+    handler does when the signal lands while SQLite runs the statement."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self.fired = False
+
+    def execute(self, sql, *args):
+        cursor = self._db.execute(sql, *args)
+        if sql.startswith("BEGIN") and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+        return cursor
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_signal_landing_in_begin_leaves_no_open_transaction(tmp_path):
+    """Seen in CI: SIGINT raised just after BEGIN IMMEDIATE, so the run could not record
+    itself as interrupted ("cannot start a transaction within a transaction", exit 70)."""
+    from xray_score.batch.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    run_id = ledger.start_run(str(tmp_path), "m" * 12, [], "0/1")
+    ledger.db = _SignalAfterBegin(ledger.db)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.end_run(run_id, {"scored": 1}, 130, "interrupted")
+    assert ledger.db.fired and not ledger.db.in_transaction
+    ledger.end_run(run_id, {"scored": 1}, 130, "interrupted")
+    state = ledger.db.execute("SELECT state, exit_status FROM runs").fetchone()
+    assert tuple(state) == ("interrupted", 130)

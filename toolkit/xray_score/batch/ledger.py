@@ -200,7 +200,20 @@ class _Transaction:
         self.db = db
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            # a signal's handler (SIGINT/SIGTERM -> Interrupted) can raise just after BEGIN
+            # succeeded: no __exit__ follows an exception in __enter__, so end the
+            # transaction here, or the run's own "interrupted" record could not be written
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except BaseException:  # a signal before the statement ran: nothing half-open stays
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
