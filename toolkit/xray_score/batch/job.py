@@ -70,16 +70,11 @@ class Job:
 def open_runner(job: Job) -> Iterator[Any]:
     """Local worker processes (forked where that is safe, else loky), or the Dask cluster at
     ``job.scheduler``."""
-    from .processes import ProcessRunner, fork_available, fork_blockers, local_runner
-    from .runners import DaskRunner, LocalRunner
+    from .processes import local_runner
+    from .runners import DaskRunner
 
-    if job.backend == "fork" and not fork_available():
-        why = (f"this process has loaded {', '.join(fork_blockers())}" if fork_blockers()
-               else "it needs Linux")
-        raise UsageError(f"--backend fork is not safe here ({why}); use --backend loky")
     if job.backend != "dask":
-        yield {"fork": ProcessRunner, "loky": LocalRunner}.get(job.backend, local_runner)(
-            job.n_jobs)
+        yield local_runner(job.n_jobs, job.backend)
         return
     from distributed import Client
 

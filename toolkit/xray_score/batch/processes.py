@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import ErrorKind
+from ..errors import ErrorKind, UsageError
 from .chunks import ChunkResult, ChunkTask, failure_result
 from .lifeline import die_with_parent
-from .runners import LocalRunner, chunk_size, chunked, crash_result
+from .runners import LocalRunner, backstop_seconds, chunk_size, chunked, crash_result
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,16 @@ def fork_blockers() -> list[str]:
     return [name for name in FORK_UNSAFE_MODULES if name in sys.modules]
 
 
-def local_runner(n_jobs: int = 2) -> ProcessRunner | LocalRunner:
-    """``batch``'s local runner (``--backend auto``): forked workers where that is safe,
-    else loky's fresh interpreters."""
-    return ProcessRunner(n_jobs) if fork_available() else LocalRunner(n_jobs)
+def local_runner(n_jobs: int = 2, backend: str = "auto") -> ProcessRunner | LocalRunner:
+    """``batch``'s local runner: ``fork`` (refused where it is unsafe), ``loky``, or ``auto``:
+    forked workers where that is safe, else loky's fresh interpreters."""
+    if backend == "loky" or (backend == "auto" and not fork_available()):
+        return LocalRunner(n_jobs)
+    if not fork_available():
+        why = (f"this process has loaded {', '.join(fork_blockers())}" if fork_blockers()
+               else "it needs Linux")
+        raise UsageError(f"--backend fork is not safe here ({why}); use --backend loky")
+    return ProcessRunner(n_jobs)
 
 
 def _worker_start(parent_pid: int) -> None:
@@ -85,38 +91,32 @@ class ProcessRunner:
     def __init__(self, n_jobs: int = 2, backstop: float | None = None) -> None:
         self.n_jobs = max(1, int(n_jobs))
         self.backstop = backstop
-        self._hung = False
 
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
-        backstop = self.backstop
-        if backstop is None and task.timeout:
-            backstop = task.timeout * (size + 2) + 60
-        suspects: list[list[str]] = []
+        backstop = self.backstop if self.backstop is not None else backstop_seconds(task, size)
+        suspects: list[tuple[list[str], ErrorKind]] = []
         yield from self._map(task, queue, self.n_jobs, backstop, suspects)
-        while suspects:  # chunks in flight when a worker died or hung: each on its own
-            chunk = suspects.pop(0)
+        for chunk, _ in suspects:  # chunks in flight when a worker died or hung: each alone
             yield from self._alone(task, chunk, backstop)
 
     def _alone(self, task: ChunkTask, chunk: list[str], backstop: float | None
                ) -> Iterator[ChunkResult]:
-        broke: list[list[str]] = []
+        broke: list[tuple[list[str], ErrorKind]] = []
         yield from self._map(task, deque([chunk]), 1, backstop, broke)
         if not broke:
             return
-        kind = ErrorKind.TIMEOUT if self._hung else ErrorKind.WORKER_CRASH
         if len(chunk) == 1:
-            yield self._convicted(chunk[0], kind, backstop)
+            yield self._convicted(chunk[0], broke[0][1], backstop)
             return
         log.warning("a chunk of %d files broke its worker twice (%s); scoring them one at a "
-                    "time", len(chunk), kind.value)
+                    "time", len(chunk), broke[0][1].value)
         for path in chunk:
             broke.clear()
             yield from self._map(task, deque([[path]]), 1, backstop, broke)
             if broke:
-                kind = ErrorKind.TIMEOUT if self._hung else ErrorKind.WORKER_CRASH
-                yield self._convicted(path, kind, backstop)
+                yield self._convicted(path, broke[0][1], backstop)
 
     @staticmethod
     def _convicted(path: str, kind: ErrorKind, backstop: float | None) -> ChunkResult:
@@ -127,10 +127,11 @@ class ProcessRunner:
         return crash_result(path, "BrokenProcessPool")
 
     def _map(self, task: ChunkTask, queue: deque[list[str]], workers: int,
-             backstop: float | None, broke: list[list[str]]) -> Iterator[ChunkResult]:
+             backstop: float | None, broke: list[tuple[list[str], ErrorKind]]
+             ) -> Iterator[ChunkResult]:
         """Run ``queue``'s chunks on a fresh pool of ``workers``; chunks lost to a dead or
-        killed worker go to ``broke`` (the rest of the queue runs on a new pool)."""
-        self._hung = False
+        killed worker go to ``broke`` with the reason (the rest of the queue runs on a new
+        pool)."""
         while queue:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_worker_start, initargs=(os.getpid(),))
@@ -140,10 +141,11 @@ class ProcessRunner:
                 yield from self._drain(pool, task, queue, workers, backstop, running)
                 finished = True
             except (BrokenProcessPool, _Hung) as exc:
-                self._hung = isinstance(exc, _Hung)
+                kind = ErrorKind.TIMEOUT if isinstance(exc, _Hung) else ErrorKind.WORKER_CRASH
                 log.warning("a worker process %s; %d chunk(s) in flight will be run again on "
-                            "their own", "hung" if self._hung else "died", len(running))
-                broke.extend(running.values())
+                            "their own", "hung" if kind is ErrorKind.TIMEOUT else "died",
+                            len(running))
+                broke.extend((chunk, kind) for chunk in running.values())
             finally:
                 if not finished:  # broken, or the run stops (a signal, an error): no waiting
                     _kill(pool)

@@ -21,10 +21,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ErrorKind
 from .chunks import ChunkResult, ChunkTask, failure_result
+
+if TYPE_CHECKING:
+    from .parallel import TaskFailure
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,12 @@ def chunked(paths: list[str], size: int, workers: int = 1, smallest: int = 4
     return out
 
 
+def backstop_seconds(task: ChunkTask, size: int) -> float | None:
+    """A last-resort limit per chunk of ``size`` files, for a hang the worker's watchdog
+    cannot see (none without a timeout)."""
+    return task.timeout * (size + 2) + 60 if task.timeout else None
+
+
 CRASH_MESSAGE = "the worker process died while scoring this file on its own"
 
 
@@ -83,8 +92,7 @@ class LocalRunner:
 
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
-        # a last-resort limit per chunk, for a hang the worker's watchdog cannot see
-        backstop = None if not task.timeout else task.timeout * (size + 2) + 60
+        backstop = backstop_seconds(task, size)
         while queue:
             chunks, leftovers = list(queue), []
             queue.clear()
@@ -98,7 +106,7 @@ class LocalRunner:
                     leftovers.append(outcome.unfinished)
             queue.extend(leftovers)
 
-    def _one_by_one(self, task: ChunkTask, chunk: list[str], failure: Any,
+    def _one_by_one(self, task: ChunkTask, chunk: list[str], failure: TaskFailure,
                     backstop: float | None) -> Iterator[ChunkResult]:
         from .parallel import TaskFailure, resilient_map
 

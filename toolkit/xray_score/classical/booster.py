@@ -37,22 +37,6 @@ _DEFAULT_PARAMS = {
 }
 
 
-def lightgbm_version() -> str:
-    """The installed LightGBM's version, from the package's ``VERSION.txt`` (cheap: no
-    ``importlib.metadata`` scan in every scoring worker), else from its metadata."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("lightgbm")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        try:
-            return (Path(folder) / "VERSION.txt").read_text(encoding="utf-8").strip()
-        except OSError:
-            continue
-    from importlib.metadata import version
-
-    return version("lightgbm")
-
-
 @dataclass
 class BaselinePredictor:
     """A LightGBM booster on HOG/LBP features; ``predict_raw`` runs in the main process."""
@@ -69,6 +53,8 @@ class BaselinePredictor:
 
     @property
     def runtime(self) -> str:
+        from .native import lightgbm_version
+
         return f"LightGBM {lightgbm_version()}, 1 thread"
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:

@@ -29,14 +29,30 @@ _PREDICT_NORMAL = 0
 _LIB_NAMES = {"win32": "lib_lightgbm.dll", "darwin": "lib_lightgbm.dylib"}
 
 
+def package_folders() -> list[Path]:
+    """Where the installed ``lightgbm`` package lives, found without importing it."""
+    spec = importlib.util.find_spec("lightgbm")
+    return [Path(f) for f in (spec.submodule_search_locations or [])] if spec else []
+
+
+def lightgbm_version() -> str:
+    """The installed LightGBM's version, from the package's ``VERSION.txt`` (cheap: no
+    ``importlib.metadata`` scan in every scoring worker), else from its metadata."""
+    for folder in package_folders():
+        try:
+            return (folder / "VERSION.txt").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+    from importlib.metadata import version
+
+    return version("lightgbm")
+
+
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    spec = importlib.util.find_spec("lightgbm")
-    if spec is None or not spec.submodule_search_locations:
-        return None
     name = _LIB_NAMES.get(sys.platform, "lib_lightgbm.so")
-    for folder in spec.submodule_search_locations:
-        for candidate in (Path(folder) / "lib" / name, Path(folder) / name):
+    for folder in package_folders():
+        for candidate in (folder / "lib" / name, folder / name):
             if candidate.is_file():
                 lib = ctypes.cdll.LoadLibrary(str(candidate))
                 lib.LGBM_GetLastError.restype = ctypes.c_char_p
