@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 CHUNKS_PER_WORKER = 4  # at least this many chunks per worker thread, for balance
 QUANTUM = 32  # chunks above this are multiples of it: networks run in batches of 32
+# A Dask task costs the scheduler and the calling process a few milliseconds of CPU each
+# (messages, state transitions, a ledger commit), taken from the cores the workers score on:
+# a task carries up to this many model batches (256 files at the default batch size), and
+# still shrinks towards the end of a run. Local chunks are one batch: their IPC is cheap.
+BATCHES_PER_DASK_TASK = 4
 
 
 class Runner(Protocol):
@@ -44,8 +49,9 @@ def _quantized(n: int) -> int:
 
 
 def chunk_size(n_files: int, batch_size: int, workers: int) -> int:
-    """Files per task: one model batch, fewer when that would leave workers idle (a multiple
-    of 32 above 32, so that no network batch is padded)."""
+    """Files per task: ``batch_size`` (one model batch locally, several on Dask), fewer when
+    that would leave workers idle (a multiple of 32 above 32, so that no network batch is
+    padded)."""
     wanted = -(-n_files // (CHUNKS_PER_WORKER * max(1, workers)))
     return max(1, _quantized(min(int(batch_size), wanted)))
 
@@ -136,8 +142,8 @@ class DaskRunner:
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
         from distributed import as_completed
 
-        queue = chunked(paths, chunk_size(len(paths), task.batch_size, self.threads),
-                        self.threads)
+        files = task.batch_size * BATCHES_PER_DASK_TASK
+        queue = chunked(paths, chunk_size(len(paths), files, self.threads), self.threads)
         running: dict[str, list[str]] = {}
         alone: dict[str, int] = {}  # single-file tasks whose workers died, by file
         done = as_completed()
