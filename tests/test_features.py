@@ -135,3 +135,15 @@ def test_features_of_a_batch_equal_those_of_each_image_alone():
     together = f.transform(x)
     alone = np.stack([f.transform_one(img) for img in x])
     np.testing.assert_array_equal(together, alone)
+
+
+@pytest.mark.parametrize("bins", [16, 10, 7, 1, 256])
+def test_intensity_histogram_counts_gray_value_v_in_bin_v_times_bins_over_256(bins):
+    from xray_score.classical.extract import intensity_histograms
+
+    rng = np.random.default_rng(bins)
+    batch = np.concatenate([rng.integers(0, 256, (3, 40, 40), dtype=np.uint8),
+                            np.full((1, 40, 40), 255, np.uint8)])
+    level = np.arange(256) * bins // 256
+    want = np.stack([np.bincount(level[img.ravel()], minlength=bins) for img in batch]) / 1600
+    np.testing.assert_array_equal(intensity_histograms(batch, bins), want)

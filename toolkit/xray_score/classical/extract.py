@@ -134,15 +134,23 @@ def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndar
     signs = [np.empty(img.shape, bool), np.empty(img.shape, bool)]
     ones = np.zeros(img.shape, np.int16)
     changes = np.zeros(img.shape, np.int16)
+    whole = None  # the uint8 batch, padded alike, for neighbours at whole-pixel offsets
     for i in range(points):
         (r0, r1, dr), (c0, c1, dc) = _taps(rows, rp[i], pad), _taps(cols, cp[i], pad)
-        if not dr.any() and not dc.any():  # a whole-pixel offset: the neighbour itself
-            np.subtract(padded[:, r0][:, :, c0], img, out=texture)
-        else:  # scikit-image's bilinear_interpolation, operation for operation
-            _bilinear(padded, r0, r1, c0, c1, dr[:, None], dc[None, :], texture, part)
-            np.subtract(texture, img, out=texture)
         sign = signs[i % 2]
-        np.greater_equal(texture, LBP_TOLERANCE, out=sign)
+        if not dr.any() and not dc.any() and x.dtype == np.uint8 and LBP_TOLERANCE == 0:
+            # the neighbour itself: for integers, ``float(b) - float(a) >= 0`` is ``b >= a``
+            if whole is None:
+                whole = np.zeros(padded.shape, np.uint8)
+                whole[:, pad:pad + rows, pad:pad + cols] = x
+            np.greater_equal(whole[:, r0][:, :, c0], x, out=sign)
+        else:
+            if not dr.any() and not dc.any():
+                np.subtract(padded[:, r0][:, :, c0], img, out=texture)
+            else:  # scikit-image's bilinear_interpolation, operation for operation
+                _bilinear(padded, r0, r1, c0, c1, dr[:, None], dc[None, :], texture, part)
+                np.subtract(texture, img, out=texture)
+            np.greater_equal(texture, LBP_TOLERANCE, out=sign)
         ones += sign
         if i:  # transitions between neighbours i-1 and i (not around the circle)
             np.not_equal(sign, signs[(i - 1) % 2], out=signs[(i - 1) % 2])
@@ -195,12 +203,13 @@ def region_histograms(codes: np.ndarray, n_bins: int, grid: int) -> np.ndarray:
 
 
 def intensity_histograms(images: np.ndarray, bins: int) -> np.ndarray:
-    """Share of each image's pixels in ``bins`` equal gray-level bins -> ``(N, bins)``."""
-    level = (np.arange(256) * bins // 256).astype(np.intp)  # gray value -> its bin
-    counts = np.stack([np.bincount(img.ravel(), minlength=256) for img in images]) if len(
-        images) else np.zeros((0, 256), np.intp)
+    """Share of each image's pixels in ``bins`` equal gray-level bins -> ``(N, bins)``: gray
+    value ``v`` counts in bin ``v * bins // 256`` (OpenCV's table for uniform 8-bit bins is
+    exactly that: ``bins / 256`` is a power-of-two fraction, so no product rounds)."""
     out = np.zeros((len(images), bins))
-    np.add.at(out.T, level, counts.T)
+    for i, img in enumerate(images):
+        out[i] = cv2.calcHist([np.ascontiguousarray(img, np.uint8)], [0], None, [bins],
+                              [0, 256])[:, 0]
     return out / images[0].size if len(images) else out
 
 
