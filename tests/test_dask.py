@@ -131,6 +131,20 @@ def test_tasks_in_flight_are_bounded(baseline_bundle, tmp_path, client):
     assert runner.peak_in_flight == 3
 
 
+def test_a_dask_task_carries_several_model_batches(baseline_bundle, tmp_path, client):
+    """Each task costs the scheduler and the caller CPU taken from the workers' cores: a task
+    is several model batches (fewer files towards the end of the run), not one."""
+    from xray_score.batch.runners import BATCHES_PER_DASK_TASK
+
+    paths = [str(p) for p in make_folder(tmp_path / "many", 64, size=48)]
+    task = ChunkTask(str(baseline_bundle.path.resolve()), baseline_bundle.model_id,
+                     batch_size=2)
+    sizes = [len(r.rows) for r in DaskRunner(client).run(task, paths)]
+    assert sum(sizes) == 64
+    assert max(sizes) == 2 * BATCHES_PER_DASK_TASK  # the first tasks: several batches each
+    assert min(sizes) < max(sizes)  # shrinking at the end, so the workers finish together
+
+
 def test_workers_verify_the_bundle_and_refuse_another(baseline_bundle, tmp_path, client):
     copy = tmp_path / "bundle"
     shutil.copytree(baseline_bundle.path, copy)
