@@ -119,7 +119,9 @@ from pathlib import Path
 
 def work(args):
     paths, size, draft = args
+    from xray_score.batch.memory import reuse_freed_memory
     from xray_score.io.decode import decode_gray, read_bytes, resize_square
+    reuse_freed_memory()  # as batch's workers do
     for p in paths:
         resize_square(decode_gray(read_bytes(p), draft_size=size if draft else None).gray, size)
     return len(paths)
@@ -149,7 +151,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 def work(args):
     tflite, pixels, lo, hi, threads = args
+    from xray_score.batch.memory import reuse_freed_memory
     from xray_score.deep.lite import LiteNetwork
+    reuse_freed_memory()  # as batch's workers do
     net = LiteNetwork(open(tflite, "rb").read(), threads)
     x = np.load(pixels, mmap_mode="r")
     for i in range(lo, hi, 32):

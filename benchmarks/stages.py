@@ -20,6 +20,7 @@ from pathlib import Path
 
 from xray_score.batch import chunks
 from xray_score.batch.chunks import ChunkTask, decode_files, transform
+from xray_score.batch.memory import reuse_freed_memory
 from xray_score.batch.scorer import grouped
 from xray_score.io.decode import decode_gray, read_bytes, resize_square
 from xray_score.model.bundle import Bundle
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=64)
     args = parser.parse_args()
+    reuse_freed_memory()  # as batch's workers do
     bundle = Bundle.load(args.model)
     files = sorted(str(p) for p in Path(args.data).rglob("*.jpeg"))
     task = ChunkTask(str(bundle.path.resolve()), bundle.model_id, timeout=60,

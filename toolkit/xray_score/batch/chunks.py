@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import BundleError, ErrorKind
 from ..io.preprocess import FileResult
+from .memory import reuse_freed_memory
 from .scorer import grouped, limit_native_threads
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def worker_model(task: ChunkTask) -> WorkerModel:
 
         _worker_logging(task.log_level)
         limit_native_threads(task.threads)
+        reuse_freed_memory()
         for kind in task.kinds:
             if kind.name not in kind_names():
                 register_kind(kind)
