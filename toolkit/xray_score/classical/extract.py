@@ -12,6 +12,10 @@ come from tables over the possible (row, column) gradient pairs, filled once wit
 scikit-image's own NumPy expressions (exact by construction) and kept small enough to stay in
 a core's cache; cell sums are accumulated in float32, pixel by pixel in row-major order, as
 scikit-image's Cython loop does.
+
+A pipeline may ask for ``features.method: fast`` instead (:mod:`xray_score.classical.fast`):
+the same HOG layout and a square-neighbourhood LBP, in fewer passes, close to but not equal
+to scikit-image's values. Bundles that name no method keep these exact definitions.
 """
 
 from __future__ import annotations
@@ -94,10 +98,17 @@ def hog_batch(images: np.ndarray, orientations: int = 9, pixels_per_cell: int = 
         at_k = slot[k]
         total[at_k] = total[at_k] + weight[k]
     hist = total.reshape(n, n_rows, n_cols, width)[..., :orientations] / np.float32(ppc * ppc)
-    hist = hist.astype(np.float64)
+    return l2hys_blocks(hist.astype(np.float64), cpb)
+
+
+def l2hys_blocks(hist: np.ndarray, cpb: int) -> np.ndarray:
+    """Cell histograms ``(N, n_rows, n_cols, orientations)`` float64 -> scikit-image's
+    L2-Hys-normalised ``cpb x cpb`` blocks, flattened ``(N, n_features)``."""
+    n, n_rows, n_cols, orientations = hist.shape
     n_br, n_bc = n_rows - cpb + 1, n_cols - cpb + 1
     if n_br < 1 or n_bc < 1:
         return np.zeros((n, 0))
+    hist = np.ascontiguousarray(hist)
     s = hist.strides
     blocks = np.lib.stride_tricks.as_strided(
         hist, (n, n_br, n_bc, cpb, cpb, orientations), (s[0], s[1], s[2], s[1], s[2], s[3]))
@@ -213,6 +224,9 @@ def intensity_histograms(images: np.ndarray, bins: int) -> np.ndarray:
     return out / images[0].size if len(images) else out
 
 
+METHODS = ("skimage", "fast")
+
+
 @dataclass(frozen=True)
 class FeatureExtractor:
     """The baseline's features of canonical images (picklable; no scikit-learn import).
@@ -232,10 +246,20 @@ class FeatureExtractor:
     clahe: bool = False
     clahe_clip: float = 0.01
     intensity_bins: int = 16
+    method: str = "skimage"  # or "fast" (xray_score.classical.fast): a pipeline's choice
 
     def __post_init__(self) -> None:
         if len(self.lbp_points) != len(self.lbp_radii):
             raise ValueError("lbp_points and lbp_radii must have the same length")
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
+        if self.method == "fast" and any(
+                (int(p), float(r)) != (8, 1.0)
+                for p, r in zip(self.lbp_points, self.lbp_radii, strict=True)):
+            raise ValueError("method fast computes LBP on the 3 x 3 square: lbp_points [8], "
+                             "lbp_radii [1]")
+        if self.method == "fast" and not 1 <= self.hog_orientations <= 127:
+            raise ValueError("method fast takes 1 to 127 HOG orientations")
         if (self.lbp_size or self.image_size) % self.lbp_grid:
             raise ValueError("the LBP image side must be a multiple of lbp_grid")
 
@@ -247,15 +271,26 @@ class FeatureExtractor:
                              f"got {x.shape}")
         if self.clahe:
             x = np.stack([self._clahe(img) for img in x])
-        parts = [hog_batch(x, self.hog_orientations, self.hog_pixels_per_cell,
-                           self.hog_cells_per_block)]
+        if self.method == "fast":
+            from .fast import hog_cells
+
+            cells = hog_cells(x, self.hog_orientations, self.hog_pixels_per_cell)
+            parts = [l2hys_blocks(cells, self.hog_cells_per_block)]
+        else:
+            parts = [hog_batch(x, self.hog_orientations, self.hog_pixels_per_cell,
+                               self.hog_cells_per_block)]
         texture = x
         if self.lbp_size and self.lbp_size != self.image_size:
             size = (self.lbp_size, self.lbp_size)
             texture = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA)
                                 for img in x]) if len(x) else np.zeros((0, *size), np.uint8)
         for points, radius in zip(self.lbp_points, self.lbp_radii, strict=True):
-            codes = lbp_uniform_batch(texture, int(points), float(radius))
+            if self.method == "fast":
+                from .fast import lbp_square_uniform_batch
+
+                codes = lbp_square_uniform_batch(texture)
+            else:
+                codes = lbp_uniform_batch(texture, int(points), float(radius))
             parts.append(region_histograms(codes, int(points) + 2, self.lbp_grid))
         if self.intensity_bins:
             parts.append(intensity_histograms(x, self.intensity_bins))

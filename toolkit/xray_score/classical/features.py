@@ -32,6 +32,9 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
     clahe: apply CLAHE (``skimage.exposure.equalize_adapthist``) before extraction.
     clahe_clip: CLAHE clip limit.
     intensity_bins: bins of a gray-level histogram appended to the features (0 disables it).
+    method: ``"skimage"`` (scikit-image's definitions, bit for bit) or ``"fast"`` (the same
+        HOG layout from OpenCV's polar gradients, LBP on the 3 x 3 square; see
+        :mod:`xray_score.classical.fast`).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         clahe: bool = False,
         clahe_clip: float = 0.01,
         intensity_bins: int = 16,
+        method: str = "skimage",
     ) -> None:
         self.image_size = image_size
         self.hog_orientations = hog_orientations
@@ -59,6 +63,7 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
         self.clahe = clahe
         self.clahe_clip = clahe_clip
         self.intensity_bins = intensity_bins
+        self.method = method
 
     def extractor(self) -> FeatureExtractor:
         """The batch extractor these parameters describe (validated there, in one place)."""
@@ -67,7 +72,8 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
             hog_pixels_per_cell=self.hog_pixels_per_cell,
             hog_cells_per_block=self.hog_cells_per_block, lbp_points=tuple(self.lbp_points),
             lbp_radii=tuple(self.lbp_radii), lbp_grid=self.lbp_grid, lbp_size=self.lbp_size,
-            clahe=self.clahe, clahe_clip=self.clahe_clip, intensity_bins=self.intensity_bins)
+            clahe=self.clahe, clahe_clip=self.clahe_clip, intensity_bins=self.intensity_bins,
+            method=self.method)
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> HogLbpFeatures:  # noqa: N803
         """Nothing to learn; checks the parameters."""
