@@ -56,6 +56,17 @@ def _compact_tables(orientations: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(square).ravel(), slots.astype(np.uint8)
 
 
+def centred_gradients(images: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column gradients ``x[i + 1] - x[i - 1]`` of a uint8 batch, 0 on the border
+    (scikit-image's HOG gradients), as ``dtype``."""
+    wide = images.astype(np.int16)
+    g_row = np.zeros(images.shape, dtype)
+    g_col = np.zeros(images.shape, dtype)
+    np.subtract(wide[:, 2:, :], wide[:, :-2, :], out=g_row[:, 1:-1, :])
+    np.subtract(wide[:, :, 2:], wide[:, :, :-2], out=g_col[:, :, 1:-1])
+    return g_row, g_col
+
+
 def _cell_pixel_major(a: np.ndarray, n_rows: int, n_cols: int, ppc: int) -> np.ndarray:
     """``(N, H, W)`` -> ``(ppc * ppc, N * n_rows * n_cols)``: row k holds the k-th pixel
     (row-major within its cell) of every cell."""
@@ -74,11 +85,7 @@ def hog_batch(images: np.ndarray, orientations: int = 9, pixels_per_cell: int = 
     n, rows, cols = x.shape
     ppc, cpb = int(pixels_per_cell), int(cells_per_block)
     n_rows, n_cols = rows // ppc, cols // ppc
-    wide = x.astype(np.int16)
-    g_row = np.zeros(x.shape, np.int16)
-    g_col = np.zeros(x.shape, np.int16)
-    np.subtract(wide[:, 2:, :], wide[:, :-2, :], out=g_row[:, 1:-1, :])
-    np.subtract(wide[:, :, 2:], wide[:, :, :-2], out=g_col[:, :, 1:-1])
+    g_row, g_col = centred_gradients(x, np.int16)
     g_row = _cell_pixel_major(g_row, n_rows, n_cols, ppc)
     g_col = _cell_pixel_major(g_col, n_rows, n_cols, ppc)
     magnitude, slots = _compact_tables(int(orientations))

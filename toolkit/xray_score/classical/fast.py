@@ -20,6 +20,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .extract import centred_gradients
+
 # neighbour k of the 3 x 3 square, counter-clockwise from the right: (row, column) offsets
 _SQUARE = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
 
@@ -48,11 +50,7 @@ def hog_cells(images: np.ndarray, orientations: int, ppc: int) -> np.ndarray:
     magnitude per orientation bin over the cell's pixels (scikit-image's cell values)."""
     n, rows, cols = images.shape
     n_rows, n_cols = rows // ppc, cols // ppc
-    wide = images.astype(np.int16)
-    g_row = np.zeros(images.shape, np.float32)
-    g_col = np.zeros(images.shape, np.float32)
-    np.subtract(wide[:, 2:, :], wide[:, :-2, :], out=g_row[:, 1:-1, :])
-    np.subtract(wide[:, :, 2:], wide[:, :, :-2], out=g_col[:, :, 1:-1])
+    g_row, g_col = centred_gradients(images, np.float32)
     magnitude, angle = cv2.cartToPolar(g_col.reshape(n * rows, cols),
                                        g_row.reshape(n * rows, cols), angleInDegrees=True)
     np.multiply(angle, orientations / 180.0, out=angle)  # 0 .. 2 * orientations
