@@ -30,6 +30,8 @@ def faults(mode: str) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_blocks_are_reused_instead_of_faulted_in_again():
-    plain, reused = faults("plain"), faults("reuse")
-    assert plain > 50 * 2000  # the heap trimmed after every step: its pages fault in again
-    assert reused < plain / 10
+    pages_touched = 50 * 4 * (8 << 20) // 4096  # every step writes 32 MB afresh
+    reused = faults("reuse")
+    assert reused < pages_touched / 20, reused  # the first step's pages, then hardly any
+    # glibc's default (how much it trims varies): here every step faulted most pages again
+    assert faults("plain") > reused
