@@ -149,32 +149,6 @@ def test_intensity_histogram_counts_gray_value_v_in_bin_v_times_bins_over_256(bi
     np.testing.assert_array_equal(intensity_histograms(batch, bins), want)
 
 
-def square_lbp_reference(img: np.ndarray) -> np.ndarray:
-    """Uniform LBP on the 3 x 3 square, pixel by pixel (outside the image counts as 0)."""
-    rows, cols = img.shape
-    padded = np.zeros((rows + 2, cols + 2), int)
-    padded[1:-1, 1:-1] = img
-    ring = [(0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1)]
-    out = np.zeros(img.shape, int)
-    for r in range(rows):
-        for c in range(cols):
-            bits = [int(padded[r + 1 + dr, c + 1 + dc] >= img[r, c]) for dr, dc in ring]
-            changes = sum(bits[k] != bits[(k + 1) % 8] for k in range(8))
-            out[r, c] = sum(bits) if changes <= 2 else 9
-    return out
-
-
-def test_fast_lbp_is_the_uniform_pattern_of_the_square_neighbourhood():
-    from xray_score.classical.fast import lbp_square_uniform_batch
-
-    rng = np.random.default_rng(3)
-    x, _ = images(2, size=24, seed=3)
-    batch = np.concatenate([x, rng.integers(0, 256, (2, 24, 24), dtype=np.uint8),
-                            np.full((1, 24, 24), 7, np.uint8)])
-    want = np.stack([square_lbp_reference(img) for img in batch])
-    np.testing.assert_array_equal(lbp_square_uniform_batch(batch), want)
-
-
 @pytest.mark.parametrize("size,ppc,cpb,orientations", [(96, 12, 2, 9), (64, 8, 2, 9),
                                                          (50, 7, 3, 7)])
 def test_fast_hog_has_scikit_images_layout_and_values(size, ppc, cpb, orientations):
@@ -194,20 +168,21 @@ def test_fast_hog_has_scikit_images_layout_and_values(size, ppc, cpb, orientatio
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9999
 
 
-def test_fast_features_of_a_batch_equal_those_of_each_image_alone_and_differ_from_exact():
+def test_fast_features_of_a_batch_equal_those_of_each_image_alone_and_only_hog_differs():
     x, _ = images(6, size=96)
     fast = HogLbpFeatures(image_size=96, hog_pixels_per_cell=12, lbp_points=(8,),
                           lbp_radii=(1,), lbp_size=48, method="fast")
     together = fast.transform(x)
     np.testing.assert_array_equal(together, np.stack([fast.transform_one(img) for img in x]))
     exact = clone(fast).set_params(method="skimage").transform(x)
-    assert together.shape == exact.shape
-    assert not np.array_equal(together, exact)  # LBP is another definition: versioned
+    hog = slice(*fast.blocks()[0][1:])
+    np.testing.assert_array_equal(together[:, hog.stop:], exact[:, hog.stop:])  # LBP, histogram
+    differ = np.abs(together[:, hog] - exact[:, hog])
+    assert differ.max() < 0.05 and np.mean(differ > 1e-5) < 0.05  # a few pixels change bins
 
 
 @pytest.mark.parametrize("params,message", [
     ({"method": "quick"}, "method 'quick'"),
-    ({"method": "fast", "lbp_points": (16,), "lbp_radii": (2,)}, "3 x 3 square"),
     ({"method": "fast", "hog_orientations": 200}, "127"),
 ])
 def test_fast_method_refuses_what_it_cannot_compute(params, message):

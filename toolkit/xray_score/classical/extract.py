@@ -13,9 +13,10 @@ scikit-image's own NumPy expressions (exact by construction) and kept small enou
 a core's cache; cell sums are accumulated in float32, pixel by pixel in row-major order, as
 scikit-image's Cython loop does.
 
-A pipeline may ask for ``features.method: fast`` instead (:mod:`xray_score.classical.fast`):
-the same HOG layout and a square-neighbourhood LBP, in fewer passes, close to but not equal
-to scikit-image's values. Bundles that name no method keep these exact definitions.
+A pipeline may ask for ``features.method: fast`` instead: HOG from OpenCV's polar gradients
+summed by ``bincount`` (:mod:`xray_score.classical.fast`), close to scikit-image's values
+but not equal to them, and the same exact LBP. Bundles that name no method keep the
+exact HOG.
 """
 
 from __future__ import annotations
@@ -253,18 +254,13 @@ class FeatureExtractor:
     clahe: bool = False
     clahe_clip: float = 0.01
     intensity_bins: int = 16
-    method: str = "skimage"  # or "fast" (xray_score.classical.fast): a pipeline's choice
+    method: str = "skimage"  # or "fast": HOG by xray_score.classical.fast (a pipeline's choice)
 
     def __post_init__(self) -> None:
         if len(self.lbp_points) != len(self.lbp_radii):
             raise ValueError("lbp_points and lbp_radii must have the same length")
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
-        if self.method == "fast" and any(
-                (int(p), float(r)) != (8, 1.0)
-                for p, r in zip(self.lbp_points, self.lbp_radii, strict=True)):
-            raise ValueError("method fast computes LBP on the 3 x 3 square: lbp_points [8], "
-                             "lbp_radii [1]")
         if self.method == "fast" and not 1 <= self.hog_orientations <= 127:
             raise ValueError("method fast takes 1 to 127 HOG orientations")
         if (self.lbp_size or self.image_size) % self.lbp_grid:
@@ -292,12 +288,7 @@ class FeatureExtractor:
             texture = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA)
                                 for img in x]) if len(x) else np.zeros((0, *size), np.uint8)
         for points, radius in zip(self.lbp_points, self.lbp_radii, strict=True):
-            if self.method == "fast":
-                from .fast import lbp_square_uniform_batch
-
-                codes = lbp_square_uniform_batch(texture)
-            else:
-                codes = lbp_uniform_batch(texture, int(points), float(radius))
+            codes = lbp_uniform_batch(texture, int(points), float(radius))
             parts.append(region_histograms(codes, int(points) + 2, self.lbp_grid))
         if self.intensity_bins:
             parts.append(intensity_histograms(x, self.intensity_bins))

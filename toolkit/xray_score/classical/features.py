@@ -32,8 +32,8 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
     clahe: apply CLAHE (``skimage.exposure.equalize_adapthist``) before extraction.
     clahe_clip: CLAHE clip limit.
     intensity_bins: bins of a gray-level histogram appended to the features (0 disables it).
-    method: ``"skimage"`` (scikit-image's definitions, bit for bit) or ``"fast"`` (the same
-        HOG layout from OpenCV's polar gradients, LBP on the 3 x 3 square; see
+    method: ``"skimage"`` (scikit-image's definitions, bit for bit) or ``"fast"`` (HOG from
+        OpenCV's polar gradients, close to scikit-image's; see
         :mod:`xray_score.classical.fast`).
     """
 
