@@ -154,6 +154,7 @@ def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndar
     ones = np.zeros(img.shape, np.int16)
     changes = np.zeros(img.shape, np.int16)
     whole = None  # the uint8 batch, padded alike, for neighbours at whole-pixel offsets
+    blended: dict[float, np.ndarray] = {}  # column blends, shared by samples of one offset
     for i in range(points):
         (r0, r1, dr), (c0, c1, dc) = _taps(rows, rp[i], pad), _taps(cols, cp[i], pad)
         sign = signs[i % 2]
@@ -167,7 +168,9 @@ def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndar
             if not dr.any() and not dc.any():
                 np.subtract(padded[:, r0][:, :, c0], img, out=texture)
             else:  # scikit-image's bilinear_interpolation, operation for operation
-                _bilinear(padded, r0, r1, c0, c1, dr[:, None], dc[None, :], texture, part)
+                if cp[i] not in blended:
+                    blended[cp[i]] = _column_blend(padded, c0, c1, dc[None, :])
+                _row_blend(blended[cp[i]], r0, r1, dr[:, None], texture, part)
                 np.subtract(texture, img, out=texture)
             np.greater_equal(texture, LBP_TOLERANCE, out=sign)
         ones += sign
@@ -177,20 +180,24 @@ def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndar
     return np.where(changes <= 2, ones, points + 1)
 
 
-def _bilinear(padded: np.ndarray, r0: Any, r1: Any, c0: Any, c1: Any, dr: np.ndarray,
-              dc: np.ndarray, out: np.ndarray, part: np.ndarray) -> None:
-    """``(1 - dr) * ((1 - dc) * TL + dc * TR) + dr * ((1 - dc) * BL + dc * BR)`` into ``out``,
-    in scikit-image's order of operations (so the same float64 results)."""
-    top_rows, bottom_rows = padded[:, r0], padded[:, r1]
-    np.multiply(1 - dc, top_rows[:, :, c0], out=out)
-    np.multiply(dc, top_rows[:, :, c1], out=part)
-    np.add(out, part, out=out)  # top
-    np.multiply(1 - dr, out, out=out)
-    bottom = np.multiply(1 - dc, bottom_rows[:, :, c0])
-    np.multiply(dc, bottom_rows[:, :, c1], out=part)
-    np.add(bottom, part, out=bottom)
-    np.multiply(dr, bottom, out=bottom)
-    np.add(out, bottom, out=out)
+def _column_blend(padded: np.ndarray, c0: Any, c1: Any, dc: np.ndarray) -> np.ndarray:
+    """``(1 - dc) * left + dc * right`` for every row of the padded batch: the ``top`` and
+    ``bottom`` terms of scikit-image's bilinear interpolation, whichever rows a sample reads
+    (samples at the same column offset share them)."""
+    out = np.multiply(1 - dc, padded[:, :, c0])
+    out += np.multiply(dc, padded[:, :, c1])
+    return out
+
+
+def _row_blend(columns: np.ndarray, r0: Any, r1: Any, dr: np.ndarray, out: np.ndarray,
+               part: np.ndarray) -> None:
+    """``(1 - dr) * top + dr * bottom`` into ``out``, with ``top`` and ``bottom`` the column
+    blends of the rows above and below: scikit-image's
+    ``(1 - dr) * ((1 - dc) * TL + dc * TR) + dr * ((1 - dc) * BL + dc * BR)``, in its order
+    of operations (so the same float64 results)."""
+    np.multiply(1 - dr, columns[:, r0], out=out)
+    np.multiply(dr, columns[:, r1], out=part)
+    np.add(out, part, out=out)
 
 
 def _taps(size: int, offset: float, pad: int) -> tuple[Any, Any, np.ndarray]:
