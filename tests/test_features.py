@@ -103,7 +103,7 @@ def test_batch_hog_equals_scikit_image_bit_for_bit(size, ppc, cpb, orientations)
     """The batched HOG is scikit-image's HOG: same values, not just close ones."""
     from skimage.feature import hog
 
-    from xray_score.classical.extract import hog_batch
+    from xray_score.classical.hog import hog_batch
 
     rng = np.random.default_rng(size + ppc)
     x, _ = images(4, size=size, seed=size)
@@ -118,7 +118,7 @@ def test_batch_hog_equals_scikit_image_bit_for_bit(size, ppc, cpb, orientations)
 def test_batch_lbp_equals_scikit_image(points, radius):
     from skimage.feature import local_binary_pattern
 
-    from xray_score.classical.extract import lbp_uniform_batch
+    from xray_score.classical.lbp import lbp_uniform_batch
 
     rng = np.random.default_rng(points)
     x, _ = images(3, size=48, seed=points)
@@ -156,13 +156,12 @@ def test_fast_hog_has_scikit_images_layout_and_values(size, ppc, cpb, orientatio
     may change bins, nothing else differs."""
     from skimage.feature import hog
 
-    from xray_score.classical.extract import l2hys_blocks
-    from xray_score.classical.fast import hog_cells
+    from xray_score.classical.hog import hog_cells_fast, l2hys_blocks
 
     x, _ = images(6, size=size, seed=size)
     want = np.stack([hog(img, orientations, (ppc, ppc), (cpb, cpb), block_norm="L2-Hys")
                      for img in x])
-    got = l2hys_blocks(hog_cells(x, orientations, ppc), cpb)
+    got = l2hys_blocks(hog_cells_fast(x, orientations, ppc), cpb)
     assert got.shape == want.shape
     assert np.mean(np.abs(got - want) > 1e-4) < 0.01
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9999

@@ -34,7 +34,7 @@ class HogLbpFeatures(TransformerMixin, BaseEstimator):
     intensity_bins: bins of a gray-level histogram appended to the features (0 disables it).
     method: ``"skimage"`` (scikit-image's definitions, bit for bit) or ``"fast"`` (HOG from
         OpenCV's polar gradients, close to scikit-image's; see
-        :mod:`xray_score.classical.fast`).
+        :mod:`xray_score.classical.hog`).
     """
 
     def __init__(
