@@ -51,8 +51,8 @@ def main() -> None:
     task = ChunkTask(str(bundle.path.resolve()), bundle.model_id, timeout=60,
                      batch_size=args.chunk, threads=1)
     task(files[:args.chunk])  # load the model once
-    pre = chunks.worker_model(task).scorer.preprocessor
     scorer = chunks.worker_model(task).scorer
+    pre = scorer.preprocessor
     draft = bundle.input_size if pre.jpeg_draft else None
     parts = [files[i:i + args.chunk] for i in range(0, len(files), args.chunk)]
     data = [read_bytes(p) for p in files]

@@ -28,38 +28,32 @@ def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndar
     """``skimage.feature.local_binary_pattern(img, points, radius, "uniform")`` for a uint8
     batch ``(N, H, W)`` -> codes ``(N, H, W)`` in ``0 .. points + 1``."""
     x = np.asarray(images)
-    if x.ndim != 3:
-        raise ValueError(f"expected a (N, H, W) batch, got {x.shape}")
+    if x.dtype != np.uint8 or x.ndim != 3:
+        raise ValueError(f"expected a (N, H, W) uint8 batch, got {x.dtype} {x.shape}")
     points = int(points)
     img = x.astype(np.float64)
     n, rows, cols = img.shape
     pad = int(np.ceil(radius)) + 1
-    padded = np.zeros((n, rows + 2 * pad, cols + 2 * pad))  # mode "C", cval 0
-    padded[:, pad:pad + rows, pad:pad + cols] = img
+    whole = np.zeros((n, rows + 2 * pad, cols + 2 * pad), np.uint8)  # mode "C", cval 0
+    whole[:, pad:pad + rows, pad:pad + cols] = x
+    padded = whole.astype(np.float64)
     rp, cp = _sample_points(points, float(radius))
     texture, part = np.empty_like(img), np.empty_like(img)  # work buffers, reused
     signs = [np.empty(img.shape, bool), np.empty(img.shape, bool)]
     ones = np.zeros(img.shape, np.int16)
     changes = np.zeros(img.shape, np.int16)
-    whole = None  # the uint8 batch, padded alike, for neighbours at whole-pixel offsets
     blended: dict[float, np.ndarray] = {}  # column blends, shared by samples of one offset
     for i in range(points):
         (r0, r1, dr), (c0, c1, dc) = _taps(rows, rp[i], pad), _taps(cols, cp[i], pad)
         sign = signs[i % 2]
-        if not dr.any() and not dc.any() and x.dtype == np.uint8 and LBP_TOLERANCE == 0:
+        if not dr.any() and not dc.any():
             # the neighbour itself: for integers, ``float(b) - float(a) >= 0`` is ``b >= a``
-            if whole is None:
-                whole = np.zeros(padded.shape, np.uint8)
-                whole[:, pad:pad + rows, pad:pad + cols] = x
             np.greater_equal(whole[:, r0][:, :, c0], x, out=sign)
-        else:
-            if not dr.any() and not dc.any():
-                np.subtract(padded[:, r0][:, :, c0], img, out=texture)
-            else:  # scikit-image's bilinear_interpolation, operation for operation
-                if cp[i] not in blended:
-                    blended[cp[i]] = _column_blend(padded, c0, c1, dc[None, :])
-                _row_blend(blended[cp[i]], r0, r1, dr[:, None], texture, part)
-                np.subtract(texture, img, out=texture)
+        else:  # scikit-image's bilinear_interpolation, operation for operation
+            if cp[i] not in blended:
+                blended[cp[i]] = _column_blend(padded, c0, c1, dc[None, :])
+            _row_blend(blended[cp[i]], r0, r1, dr[:, None], texture, part)
+            np.subtract(texture, img, out=texture)
             np.greater_equal(texture, LBP_TOLERANCE, out=sign)
         ones += sign
         if i:  # transitions between neighbours i-1 and i (not around the circle)
@@ -101,7 +95,8 @@ def _taps(size: int, offset: float, pad: int) -> tuple[Any, Any, np.ndarray]:
     return lo, hi, frac
 
 
-# A neighbour sets its bit when ``sample - centre >= LBP_TOLERANCE`` (scikit-image 0.26: 0.0).
+# A neighbour sets its bit when ``sample - centre >= LBP_TOLERANCE`` (scikit-image 0.26: 0.0;
+# whole-pixel neighbours are compared as integers, which is that test for 0).
 LBP_TOLERANCE = 0.0
 
 
