@@ -12,6 +12,7 @@ from conftest import make_xray, save_gray
 from xray_score.errors import UsageError
 from xray_score.io.datasets import (
     exclude_patients,
+    folder_labels,
     is_labeled,
     label_of_path,
     patient_id,
@@ -159,6 +160,22 @@ def test_exclude_patients():
     assert not {"person1", "im-0002"} & set(kept["patient_id"])
     assert len(kept) == len(df) - (df["patient_id"].isin(["person1", "im-0002"])).sum()
     assert list(kept.index) == list(range(len(kept)))
+
+
+def test_folder_labels_agree_with_label_of_path(tmp_path, monkeypatch):
+    root = _tree(tmp_path / "labeled", ["NORMAL/IM-0001-0001.png", "PNEUMONIA/x/p1.png",
+                                        "normal/IM-0002-0001.png", "other/IM-0003-0001.png"])
+    from xray_score.io.discover import discover_files
+
+    monkeypatch.chdir(tmp_path)
+    for top in [root, "labeled", "./labeled/", "."]:
+        paths = discover_files(top)
+        labels = folder_labels(top, paths)
+        if top == ".":
+            assert labels is None  # the labeled folder is one level down
+            continue
+        assert labels == {p: label_of_path(p, top) or "" for p in paths}
+        assert sorted(labels.values()) == ["", "NORMAL", "NORMAL", "PNEUMONIA"]
 
 
 def test_label_of_path_through_symlinked_folder(tmp_path):

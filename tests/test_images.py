@@ -17,7 +17,7 @@ from conftest import canonical, make_xray, save_gray
 from xray_score.classical.features import HogLbpFeatures
 from xray_score.errors import ErrorKind, ImageError
 from xray_score.io.decode import decode_gray, read_bytes, resize_square
-from xray_score.io.discover import discover
+from xray_score.io.discover import discover, discover_files
 
 
 def jpeg_bytes(gray: np.ndarray, quality: int = 90) -> bytes:
@@ -66,6 +66,18 @@ def test_discover_sniffs_content_not_extension(tmp_path, rng):
     assert canonical(tmp_path / "scan.txt", 32).fmt == "jpeg"
     assert canonical(tmp_path / "noext", 32).fmt == "png"
     assert load_error(tmp_path / "fake.jpeg") is ErrorKind.NOT_IMAGE
+
+
+def test_discover_files_names_files_as_discover_does(tmp_path, rng, monkeypatch):
+    """``batch`` keys its rows by these names: the string route must spell every path as
+    ``str(Path)`` does, however the folder was written."""
+    for rel in ["NORMAL/a.png", "PNEUMONIA/sub/b.jpeg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        save_gray(tmp_path / rel, make_xray(0, rng, size=40))
+    monkeypatch.chdir(tmp_path)
+    for root in [tmp_path, f"{tmp_path}//", ".", "./", "NORMAL/../PNEUMONIA", "./PNEUMONIA/"]:
+        assert discover_files(root) == [str(p) for p in discover(root)], root
+    assert discover_files(".") == ["NORMAL/a.png", "PNEUMONIA/sub/b.jpeg"]
 
 
 def test_discover_single_file_and_missing_folder(tmp_path, rng):

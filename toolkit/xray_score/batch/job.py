@@ -112,12 +112,12 @@ class JobResult:
 def run_job(bundle: Any, job: Job) -> JobResult:
     """Run ``job`` under its lock."""
     from ..io.datasets import folder_labels
-    from ..io.discover import discover, has_dicom
+    from ..io.discover import discover_files, has_dicom
 
     started = time.perf_counter()
     kept: list[dict[str, Any]] = []
     root = job.folder
-    paths = select_part([str(p) for p in discover(root)], root, job.num_parts, job.part_id)
+    paths = select_part(discover_files(root), root, job.num_parts, job.part_id)
     if not paths:
         log.warning("no images found in %s%s", root,
                     f" (part {job.part})" if job.num_parts > 1 else "")

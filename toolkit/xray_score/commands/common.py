@@ -72,9 +72,9 @@ def _failed(code: int, message: str, summary: dict[str, Any] | None = None) -> i
 def require_images(folder: Path) -> list[str]:
     """The images under ``folder``; a UsageError when there are none (evaluate, compare,
     embed: a report or table of nothing is an error, unlike a nightly batch with no news)."""
-    from ..io.discover import discover
+    from ..io.discover import discover_files
 
-    paths = [str(p) for p in discover(folder)]
+    paths = discover_files(folder)
     if not paths:
         raise UsageError(f"no images found in {folder}")
     return paths

@@ -99,12 +99,12 @@ def write_frame_atomic(df: pd.DataFrame, out: Path) -> int:
 
 
 def _write_csv(fh: Any, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
-    text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
-    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=False)
+    writer = csv.writer(text)
+    writer.writerow(columns)
     n = 0
     for row in rows:
-        writer.writerow({k: csv_safe(v) for k, v in row.items()})
+        writer.writerow([csv_safe(row.get(c, "")) for c in columns])
         n += 1
     text.flush()
     text.detach()

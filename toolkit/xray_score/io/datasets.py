@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,7 +118,16 @@ def folder_labels(root: str | Path, paths: list[str]) -> dict[str, str] | None:
     root = Path(root)
     if not is_labeled(root):
         return None
-    return {p: label_of_path(p, root) or "" for p in paths}
+    top = str(root)
+    prefix = "" if top == "." else os.path.join(top, "")  # paths from discover() start so
+    labels = {}
+    for p in paths:
+        if p.startswith(prefix):  # the common case, without building Path objects
+            names = p[len(prefix):].split(os.sep)[:-1]
+            labels[p] = next((n.upper() for n in names if n.upper() in CLASS_NAMES), "")
+        else:
+            labels[p] = label_of_path(p, root) or ""
+    return labels
 
 
 def label_of_path(path: str | Path, root: str | Path) -> str | None:

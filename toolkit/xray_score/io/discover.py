@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import MissingPathError
@@ -40,11 +40,11 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def _is_junk(name: str) -> bool:
-    return name.startswith(".") or name.lower() in JUNK_NAMES or name.startswith("~$")
+    return name.startswith((".", "~$")) or name.lower() in JUNK_NAMES
 
 
-def _looks_like_image(path: Path) -> bool:
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
+def _looks_like_image(path: str) -> bool:
+    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
         return True
     try:
         with open(path, "rb") as fh:
@@ -60,23 +60,29 @@ def discover(root: str | os.PathLike) -> list[Path]:
     directory is visited once), and keeps a file when its extension or its content says image.
     A single file may be given instead of a folder.
     """
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise MissingPathError(f"no such folder: {root}")
-    found = list(_walk(root, seen=set()))
-    skipped = [p for p in found if not _looks_like_image(p)]
-    if skipped:
+    return [Path(p) for p in discover_files(root)]
+
+
+def discover_files(root: str | os.PathLike) -> list[str]:
+    """:func:`discover` as strings (``str`` of each path it gives), for folders of many files."""
+    top = Path(root)
+    if top.is_file():
+        return [str(top)]
+    if not top.is_dir():
+        raise MissingPathError(f"no such folder: {top}")
+    found: list[str] = []
+    _walk(str(top), set(), found)
+    kept = [p for p in found if _looks_like_image(p)]
+    if len(kept) < len(found):
         log.info("ignored %d file(s) that are images neither by extension nor by content",
-                 len(skipped))
-    keep = set(found) - set(skipped)
-    return [p for p in found if p in keep]
+                 len(found) - len(kept))
+    return kept
 
 
-def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
+def _walk(folder: str, seen: set[tuple[int, int]], found: list[str]) -> None:
+    """Append the files under ``folder`` to ``found``, depth first, by name."""
     try:
-        st = folder.stat()
+        st = os.stat(folder)
     except OSError as exc:
         log.warning("cannot enter %s: %s", folder, exc)
         return
@@ -93,12 +99,12 @@ def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
     for entry in entries:
         if _is_junk(entry.name):
             continue
-        path = Path(entry.path)
+        path = entry.name if folder == "." else entry.path  # as str(Path(entry.path))
         try:
             if entry.is_dir(follow_symlinks=True):
-                yield from _walk(path, seen)
+                _walk(path, seen, found)
             elif entry.is_file(follow_symlinks=True):
-                yield path
+                found.append(path)
             elif entry.is_symlink():
                 log.warning("skipping broken symlink %s", path)
             else:
@@ -107,15 +113,13 @@ def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
             log.warning("skipping %s: %s", path, exc)
 
 
-
-
 _PLAIN_SUFFIXES = IMAGE_EXTENSIONS - {".dcm", ".dicom"}
 
 
 def has_dicom(paths: Iterable[str | os.PathLike]) -> bool:
     """Whether any file is DICOM by content (files with image-format suffixes are not read)."""
     for path in paths:
-        if Path(path).suffix.lower() in _PLAIN_SUFFIXES:
+        if os.path.splitext(path)[1].lower() in _PLAIN_SUFFIXES:
             continue
         try:
             with open(path, "rb") as fh:
