@@ -38,14 +38,15 @@ class ScoredSummary:
     domain_n: int = 0
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            if row.get("status") != "ok" or not row.get("p_pneumonia"):
-                continue
-            z = float(logit(float(row["p_pneumonia"])))
-            self.n += 1
-            self.flagged += row.get("predicted_label") == "PNEUMONIA"
+        scored = [row for row in rows if row.get("status") == "ok" and row.get("p_pneumonia")]
+        if not scored:
+            return
+        for z in logit([float(row["p_pneumonia"]) for row in scored]).tolist():
             self.logit_sum += z
             self.logit_sq += z * z
+        self.n += len(scored)
+        for row in scored:
+            self.flagged += row.get("predicted_label") == "PNEUMONIA"
             if row.get("in_domain") in ("true", "false"):
                 self.domain_n += 1
                 self.out_of_domain += row["in_domain"] == "false"

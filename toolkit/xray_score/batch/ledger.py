@@ -178,7 +178,8 @@ class Ledger:
         values = []
         for row, key in zip(rows, keys, strict=True):
             extra = {c: row[c] for c in extra_columns if row.get(c)}
-            values.append((key, row["model_id"], *(str(row.get(f, "")) for f in ROW_FIELDS),
+            get = row.get
+            values.append((key, row["model_id"], *[str(get(f, "")) for f in ROW_FIELDS],
                            json.dumps(extra) if extra else None, row["path"], run_id))
         marks = ",".join("?" * (len(ROW_FIELDS) + 5))
         with self.transaction():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..errors import ErrorKind
 from ..io.text import csv_safe, display_path
+from ..labels import CLASS_NAMES
 from ..model.domain import DOMAIN_COLUMNS
 from ..model.kinds import DomainAware
 
@@ -249,8 +251,10 @@ class BatchScorer:
         probs, domains = self.predict_with_domain(batch) if batch[0].ok else (nothing, nothing)
         op = self.bundle.operating_point
         threshold = op.threshold
+        labels_of = [CLASS_NAMES[int(f)] for f in op.decide(probs)]  # the one decision
         out = []
-        for result, p, d in zip(batch, probs, domains, strict=True):
+        values = zip(np.asarray(probs).tolist(), np.asarray(domains).tolist(), strict=True)
+        for result, (p, d), label in zip(batch, values, labels_of, strict=True):
             row = {
                 "path": display_path(result.path),
                 "sha256": result.sha256 or "",
@@ -258,13 +262,12 @@ class BatchScorer:
                 "width": result.width if result.width is not None else "",
                 "height": result.height if result.height is not None else "",
                 "ms": round(result.ms, 2),
-                "domain_score": f"{d:.4f}" if np.isfinite(d) else "",
-                "in_domain": ("true" if d <= 1.0 else "false") if np.isfinite(d) else "",
+                "domain_score": f"{d:.4f}" if math.isfinite(d) else "",
+                "in_domain": ("true" if d <= 1.0 else "false") if math.isfinite(d) else "",
             }
-            if result.ok and np.isfinite(p):
+            if result.ok and math.isfinite(p):
                 row.update(p_pneumonia=f"{p:.6f}", threshold=f"{threshold:.6f}", status="ok",
-                           predicted_label=op.label(p),
-                           error_kind="", error="")
+                           predicted_label=label, error_kind="", error="")
             else:
                 row.update(p_pneumonia="", threshold="", predicted_label="", status="error",
                            error_kind=result.error_kind or ErrorKind.MODEL_ERROR.value,
