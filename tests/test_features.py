@@ -114,8 +114,11 @@ def test_batch_hog_equals_scikit_image_bit_for_bit(size, ppc, cpb, orientations)
     np.testing.assert_array_equal(hog_batch(batch, orientations, ppc, cpb), want)
 
 
-@pytest.mark.parametrize("points,radius", [(8, 1), (16, 2), (24, 3), (8, 1.5)])
+@pytest.mark.parametrize("points,radius", [(8, 1), (16, 2), (24, 3), (8, 1.5), (4, 1),
+                                           (12, 2.5)])
 def test_batch_lbp_equals_scikit_image(points, radius):
+    """Bit for bit, ties included: where a sample equals its centre exactly (flat areas,
+    diagonal ramps, few gray levels), scikit-image's own round-off decides the bit."""
     from skimage.feature import local_binary_pattern
 
     from xray_score.classical.lbp import lbp_uniform_batch
@@ -123,7 +126,11 @@ def test_batch_lbp_equals_scikit_image(points, radius):
     rng = np.random.default_rng(points)
     x, _ = images(3, size=48, seed=points)
     flat = np.full((1, 48, 48), 120, np.uint8)  # flat areas: the interpolation's round-off
-    batch = np.concatenate([x, rng.integers(0, 256, (3, 48, 48), dtype=np.uint8), flat])
+    r, c = np.mgrid[:48, :48]
+    ties = np.stack([(r + c) * 3 % 256, (r - c) * 5 % 256, (r // 3 + c // 3) % 2 * 200,
+                     rng.choice([0, 1, 100, 200, 255], (48, 48)),
+                     np.kron(rng.integers(0, 256, (12, 12)), np.ones((4, 4)))]).astype(np.uint8)
+    batch = np.concatenate([x, rng.integers(0, 256, (3, 48, 48), dtype=np.uint8), flat, ties])
     want = np.stack([local_binary_pattern(img, points, radius, "uniform") for img in batch])
     np.testing.assert_array_equal(lbp_uniform_batch(batch, points, radius), want)
 

@@ -1,8 +1,11 @@
 """Uniform LBP of canonical images, a whole batch at once, and region histograms of codes.
 
 The definition is scikit-image's ``local_binary_pattern(method="uniform")`` with its bilinear
-sampling, reproduced with the same floating-point operations in the same order
-(``tests/test_features.py`` checks it bit for bit), on a batch with NumPy.
+sampling, bit for bit (``tests/test_features.py``), on a batch: whole-pixel neighbours are
+compared as integers; an interpolated neighbour's ``sample - centre`` is one ``cv2.filter2D``
+of the stacked batch in double precision, whose sign is exact except at exact ties, which take
+scikit-image's own round-off (see ``_TIE``); patterns of up to 8 points become codes through a
+table: 0.035 CPU ms per 48 px film, against 0.05-0.065 for the NumPy blends it replaced.
 
 A faster LBP was tried and dropped: uniform patterns of the 3 x 3 square (no interpolation)
 cost 0.01 instead of 0.06 ms per film, but the baseline trained on them flagged 12.5 % instead
@@ -14,7 +17,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import cv2
 import numpy as np
+
+Taps = tuple[Any, Any, np.ndarray]  # (floor positions, ceil positions, fractions)
 
 
 @lru_cache(maxsize=16)
@@ -31,57 +37,101 @@ def lbp_uniform_batch(images: np.ndarray, points: int, radius: float) -> np.ndar
     if x.dtype != np.uint8 or x.ndim != 3:
         raise ValueError(f"expected a (N, H, W) uint8 batch, got {x.dtype} {x.shape}")
     points = int(points)
-    img = x.astype(np.float64)
-    n, rows, cols = img.shape
+    n, rows, cols = x.shape
     pad = int(np.ceil(radius)) + 1
     whole = np.zeros((n, rows + 2 * pad, cols + 2 * pad), np.uint8)  # mode "C", cval 0
     whole[:, pad:pad + rows, pad:pad + cols] = x
-    padded = whole.astype(np.float64)
+    black = x == 0
     rp, cp = _sample_points(points, float(radius))
-    texture, part = np.empty_like(img), np.empty_like(img)  # work buffers, reused
-    signs = [np.empty(img.shape, bool), np.empty(img.shape, bool)]
-    ones = np.zeros(img.shape, np.int16)
-    changes = np.zeros(img.shape, np.int16)
-    blended: dict[float, np.ndarray] = {}  # column blends, shared by samples of one offset
-    for i in range(points):
-        (r0, r1, dr), (c0, c1, dc) = _taps(rows, rp[i], pad), _taps(cols, cp[i], pad)
-        sign = signs[i % 2]
-        if not dr.any() and not dc.any():
-            # the neighbour itself: for integers, ``float(b) - float(a) >= 0`` is ``b >= a``
-            np.greater_equal(whole[:, r0][:, :, c0], x, out=sign)
-        else:  # scikit-image's bilinear_interpolation, operation for operation
-            if cp[i] not in blended:
-                blended[cp[i]] = _column_blend(padded, c0, c1, dc[None, :])
-            _row_blend(blended[cp[i]], r0, r1, dr[:, None], texture, part)
-            np.subtract(texture, img, out=texture)
-            np.greater_equal(texture, LBP_TOLERANCE, out=sign)
+    signs = [_sign(whole, x, black, _taps(rows, rp[i], pad), _taps(cols, cp[i], pad), pad)
+             for i in range(points)]
+    if points <= 8:  # the bit pattern as a byte, mapped by a table
+        pattern = np.zeros(x.shape, np.uint8)
+        for i, sign in enumerate(signs):
+            pattern |= sign.view(np.uint8) << i
+        return cv2.LUT(pattern, _uniform_table(points)).astype(np.int64)
+    ones = np.zeros(x.shape, np.int16)
+    changes = np.zeros(x.shape, np.int16)
+    for i, sign in enumerate(signs):
         ones += sign
         if i:  # transitions between neighbours i-1 and i (not around the circle)
-            np.not_equal(sign, signs[(i - 1) % 2], out=signs[(i - 1) % 2])
-            changes += signs[(i - 1) % 2]
+            changes += sign != signs[i - 1]
     return np.where(changes <= 2, ones, points + 1)
 
 
-def _column_blend(padded: np.ndarray, c0: Any, c1: Any, dc: np.ndarray) -> np.ndarray:
-    """``(1 - dc) * left + dc * right`` for every row of the padded batch: the ``top`` and
-    ``bottom`` terms of scikit-image's bilinear interpolation, whichever rows a sample reads
-    (samples at the same column offset share them)."""
-    out = np.multiply(1 - dc, padded[:, :, c0])
-    out += np.multiply(dc, padded[:, :, c1])
-    return out
+@lru_cache(maxsize=8)
+def _uniform_table(points: int) -> np.ndarray:
+    """``cv2.LUT`` table: the uniform code of each ``points``-bit pattern (bit ``i`` is sample
+    ``i``): its number of ones when it changes at most twice going from sample 0 to the last
+    (not around the circle, as scikit-image counts), else ``points + 1``."""
+    table = np.full(256, points + 1, np.uint8)
+    for pattern in range(1 << points):
+        bits = [(pattern >> i) & 1 for i in range(points)]
+        if sum(a != b for a, b in zip(bits[:-1], bits[1:], strict=True)) <= 2:
+            table[pattern] = sum(bits)
+    return table
 
 
-def _row_blend(columns: np.ndarray, r0: Any, r1: Any, dr: np.ndarray, out: np.ndarray,
-               part: np.ndarray) -> None:
-    """``(1 - dr) * top + dr * bottom`` into ``out``, with ``top`` and ``bottom`` the column
-    blends of the rows above and below: scikit-image's
-    ``(1 - dr) * ((1 - dc) * TL + dc * TR) + dr * ((1 - dc) * BL + dc * BR)``, in its order
-    of operations (so the same float64 results)."""
-    np.multiply(1 - dr, columns[:, r0], out=out)
-    np.multiply(dr, columns[:, r1], out=part)
-    np.add(out, part, out=out)
+def _sign(whole: np.ndarray, x: np.ndarray, black: np.ndarray, rows_taps: Taps,
+          cols_taps: Taps, pad: int) -> np.ndarray:
+    """Whether each pixel's sample at one circle point is >= the pixel (a bool batch)."""
+    if not rows_taps[2].any() and not cols_taps[2].any():
+        # the neighbour itself: for integers, ``float(b) - float(a) >= 0`` is ``b >= a``
+        return whole[:, rows_taps[0]][:, :, cols_taps[0]] >= x
+    sign = np.empty(x.shape, bool)
+    _interpolated_signs(whole, x, black, rows_taps, cols_taps, pad, sign)
+    return sign
 
 
+# scikit-image rounds the sample offsets to 5 decimals, so every bilinear weight is a multiple
+# of 1e-10 and so is ``sample - centre`` for integer pixels: either exactly 0 (a tie: flat
+# areas) or at least 1e-10 away from it, while double-precision round-off stays below 1e-12.
+# One filter gives the sign of every non-tie exactly; ties take the sign that scikit-image's
+# own round-off gives them, computed with its operations on those pixels alone.
+_TIE = 1e-11
+
+
+def _interpolated_signs(whole: np.ndarray, x: np.ndarray, black: np.ndarray, rows_taps: Taps,
+                        cols_taps: Taps, pad: int, out: np.ndarray) -> None:
+    """``sample - centre >= LBP_TOLERANCE`` at one bilinear sample point of every pixel of
+    ``x`` (``whole``: the batch zero-padded by ``pad``; ``black``: ``x == 0``), as
+    scikit-image decides it: ``cv2.filter2D`` on the stacked batch in double precision, then
+    the ties."""
+    n, rows, cols = x.shape
+    r0, r1, c0, c1 = (_positions(taps, size) for taps, size in (
+        (rows_taps[0], rows), (rows_taps[1], rows), (cols_taps[0], cols), (cols_taps[1], cols)))
+    dr, dc = rows_taps[2], cols_taps[2]
+    half = pad - 1
+    kernel = np.zeros((2 * half + 1, 2 * half + 1))
+    for dy, wy in ((r0[0] - pad, 1 - dr[0]), (r1[0] - pad, dr[0])):
+        for dx, wx in ((c0[0] - pad, 1 - dc[0]), (c1[0] - pad, dc[0])):
+            kernel[half + dy, half + dx] += wy * wx
+    kernel[half, half] -= 1.0
+    diff = cv2.filter2D(whole.reshape(-1, whole.shape[2]), cv2.CV_64F, kernel,
+                        borderType=cv2.BORDER_CONSTANT)
+    diff = diff.reshape(whole.shape)[:, pad:pad + rows, pad:pad + cols]
+    np.greater(diff, LBP_TOLERANCE + _TIE, out=out)
+    near = diff >= LBP_TOLERANCE - _TIE
+    np.not_equal(near, out, out=near)  # within _TIE of the tolerance: a tie
+    if LBP_TOLERANCE <= 0:  # a tie at a black pixel has black samples: exactly 0 there too
+        out |= near & black
+    near &= ~black
+    if near.any():  # scikit-image's bilinear_interpolation, operation for operation
+        ties = np.unravel_index(np.flatnonzero(near), near.shape)
+        k, r, c = ties
+        wr, wc = dr[r], dc[c]
+        tl, tr, bl, br = (whole[k, a, b].astype(np.float64) for a, b in (
+            (r0[r], c0[c]), (r0[r], c1[c]), (r1[r], c0[c]), (r1[r], c1[c])))
+        sample = (1 - wr) * ((1 - wc) * tl + wc * tr) + wr * ((1 - wc) * bl + wc * br)
+        out[ties] = sample - x[ties].astype(np.float64) >= LBP_TOLERANCE
+
+
+def _positions(taps: Any, size: int) -> np.ndarray:
+    """The padded positions a tap reads for each of ``size`` indices (from a slice or array)."""
+    return np.arange(taps.start, taps.stop) if isinstance(taps, slice) else np.asarray(taps)
+
+
+@lru_cache(maxsize=64)
 def _taps(size: int, offset: float, pad: int) -> tuple[Any, Any, np.ndarray]:
     """Where the samples at ``index + offset`` read (floor and ceil, as slices of the padded
     axis when the offset is the same for every index, which it is in practice) and their
