@@ -245,6 +245,27 @@ def test_version_subprocess(tmp_path):
     assert __version__ in proc.stdout
 
 
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_the_console_command_exits_with_its_code_after_exit_functions(tmp_path, other_thread):
+    """``xray-score`` ends its process without tearing the interpreter down, but only after
+    its exit functions ran and its output was flushed; with another thread alive it exits the
+    usual way. Either way the exit code is the command's."""
+    marker = tmp_path / "atexit-ran"
+    script = (
+        "import atexit, pathlib, sys, threading, time\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+        + ("threading.Thread(target=time.sleep, args=(0.2,)).start()\n" if other_thread else "")
+        + "from xray_score.cli import run\n"
+        "sys.argv = ['xray-score', 'batch', 'no-such-folder', '--no-report']\n"
+        "run()\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["exit_code"] == ExitCode.USAGE
+    assert "no such folder" in proc.stderr
+    assert marker.read_text() == "yes"
+
+
 @pytest.mark.slow
 def test_train_then_batch_as_a_real_process(labeled_dir, tmp_path):
     bundle = tmp_path / "models" / "tiny"

@@ -6,10 +6,13 @@ Exit codes (for cron): 0 all scored, 10 some files failed (results still written
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import click
@@ -89,5 +92,40 @@ def main(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
+def run() -> None:
+    """The ``xray-score`` console command: :func:`main` in a process of its own, which then
+    ends without tearing the interpreter down.
+
+    By then the command has closed and synced its files and joined its workers; freeing every
+    module and object one by one would add ~50 ms to every run (1-2 % of scoring 2,500 films).
+    So when nothing else is running (no other thread, no child process), the exit functions
+    run (``atexit``: logging, temporary folders, ...), the standard streams are flushed and the
+    process exits with the command's code; otherwise it exits the usual way. Code that calls
+    :func:`main` in its own interpreter (tests, notebooks) is not affected.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+        if not isinstance(code, (int, type(None))) or not _alone():
+            raise
+    else:  # pragma: no cover - standalone click always exits
+        code = 0
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_functions is None:  # pragma: no cover - not CPython
+        sys.exit(code)
+    run_exit_functions()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
+
+
+def _alone() -> bool:
+    """Whether only this thread runs in this process, and no child process is left."""
+    processes = sys.modules.get("multiprocessing")  # not imported: it started no process
+    return threading.active_count() == 1 and not (processes and processes.active_children())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
