@@ -2,7 +2,8 @@
 
     python benchmarks/stages.py [--model models/baseline] [--data ../shared/data/originals]
 
-In this process, one core: CPU milliseconds per file (the best of ``--repeat`` passes) of the
+In this process, one core: CPU milliseconds per file (the median of ``--repeat`` rounds, each
+stage in turn in every round, so that the machine's drift hits all alike) of the
 decode-only route (read, DCT-scaled decode, resize: what ``bench_limits.py``'s limit runs),
 hashing, the worker's decode (read + sha256 + decode + resize, with the watchdog thread), the
 chunk's transform (HOG/LBP for the baseline), the rows (model, domain check, calibration,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import statistics
 import time
 from pathlib import Path
 
@@ -29,20 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "originals"
 
 
-def per_file_ms(files: list[str], repeat: int, work) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        work()
-        best = min(best, (time.process_time() - start) * 1000 / len(files))
-    return best
+def per_file_ms(files: list[str], work) -> float:
+    start = time.process_time()
+    work()
+    return (time.process_time() - start) * 1000 / len(files)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "baseline"))
     parser.add_argument("--data", default=str(SHARED))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chunk", type=int, default=64)
     args = parser.parse_args()
     reuse_freed_memory()  # as batch's workers do
@@ -62,27 +61,33 @@ def main() -> None:
         for results in decoded:
             transform(pre, [copy.copy(r) for r in results])
 
-    limit = per_file_ms(files, args.repeat, lambda: [
-        resize_square(decode_gray(read_bytes(p), draft_size=draft).gray, bundle.input_size)
-        for p in files])
-    stages = {
-        "decode-only route (read, decode, resize)": limit,
-        "sha256 of the bytes": per_file_ms(files, args.repeat, lambda: [
-            hashlib.sha256(d).hexdigest() for d in data]),
-        "worker decode (read, sha256, decode, watchdog)": per_file_ms(
-            files, args.repeat, lambda: [decode_files(pre, part, 60) for part in parts]),
-        "transform of the chunk": per_file_ms(files, args.repeat, transformed),
-    }
-    for results in decoded:
+    transformed_results = [[copy.copy(r) for r in results] for results in decoded]
+    for results in transformed_results:
         transform(pre, results)
-    stages["rows (model, domain, calibration)"] = per_file_ms(files, args.repeat, lambda: [
-        scorer.rows(batch) for results in decoded for batch in grouped(results, args.chunk)])
-    whole = per_file_ms(files, args.repeat, lambda: [task(part) for part in parts])
-    stages["whole chunk task"] = whole
+    stages = {
+        "decode-only route (read, decode, resize)": lambda: [
+            resize_square(decode_gray(read_bytes(p), draft_size=draft).gray, bundle.input_size)
+            for p in files],
+        "sha256 of the bytes": lambda: [hashlib.sha256(d).hexdigest() for d in data],
+        "worker decode (read, sha256, decode, watchdog)": lambda: [
+            decode_files(pre, part, 60) for part in parts],
+        "transform of the chunk": transformed,
+        "rows (model, domain, calibration)": lambda: [
+            scorer.rows(batch) for results in transformed_results
+            for batch in grouped(results, args.chunk)],
+        "whole chunk task": lambda: [task(part) for part in parts],
+    }
+    # rounds of every stage in turn, so that the machine's drift hits all stages alike
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for _ in range(args.repeat):
+        for name, work in stages.items():
+            times[name].append(per_file_ms(files, work))
+    ms = {name: statistics.median(values) for name, values in times.items()}
+    limit, whole = ms["decode-only route (read, decode, resize)"], ms["whole chunk task"]
     print(f"{bundle.name} ({bundle.kind}), {len(files)} files, chunks of {args.chunk}, "
-          f"CPU ms per file (best of {args.repeat}):")
-    for name, ms in stages.items():
-        print(f"  {name:48s} {ms:6.3f}")
+          f"CPU ms per file (medians of {args.repeat} rounds):")
+    for name, value in ms.items():
+        print(f"  {name:48s} {value:6.3f}")
     print(f"  decode-only route / whole task: {limit / whole:.3f} (the ceiling of batch's "
           "share of its decode-only limit, before start-up and IPC)")
 
