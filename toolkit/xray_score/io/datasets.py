@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,8 +124,7 @@ def folder_labels(root: str | Path, paths: list[str]) -> dict[str, str] | None:
     labels = {}
     for p in paths:
         if p.startswith(prefix):  # the common case, without building Path objects
-            names = p[len(prefix):].split(os.sep)[:-1]
-            labels[p] = next((n.upper() for n in names if n.upper() in CLASS_NAMES), "")
+            labels[p] = _class_of_folders(p[len(prefix):].split(os.sep)[:-1]) or ""
         else:
             labels[p] = label_of_path(p, root) or ""
     return labels
@@ -139,10 +139,12 @@ def label_of_path(path: str | Path, root: str | Path) -> str | None:
             rel = Path(path).resolve().relative_to(Path(root).resolve())
         except ValueError:
             return None
-    for part in rel.parts[:-1]:
-        if part.upper() in CLASS_NAMES:
-            return part.upper()
-    return None
+    return _class_of_folders(rel.parts[:-1])
+
+
+def _class_of_folders(names: Iterable[str]) -> str | None:
+    """The first folder name that is a class name (any case), upper-cased."""
+    return next((n.upper() for n in names if n.upper() in CLASS_NAMES), None)
 
 
 def patient_split(
