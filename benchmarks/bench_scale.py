@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from rates import installed_bytecode
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 log = logging.getLogger("bench_scale")
 
@@ -60,6 +62,7 @@ def make_folder(originals: list[Path], n: int, dest: Path) -> Path:
 
 def run_batch(args: list[str], poll: float = 0.1) -> dict:
     """Run ``xray-score batch`` in a child; returns its JSON summary plus memory and time."""
+    installed_bytecode()  # as an installed xray-score runs
     cmd = [sys.executable, "-m", "xray_score.cli", "-q", "batch", *args]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -50,6 +50,22 @@ def test_a_worker_scores_a_chunk_without_scikit_learn_scipy_pandas_or_lightgbm_p
     assert heavy_modules(code) == []
 
 
+@pytest.mark.parametrize("kind, module", [("baseline", "xray_score.classical.kind"),
+                                          ("cnn", "xray_score.deep.kind"),
+                                          ("ensemble", "xray_score.ensemble.kind")])
+def test_preloading_a_kind_before_forking_starts_no_thread_and_nothing_fork_unsafe(kind, module):
+    """The forking runner imports the bundle's kind in the caller so that its workers inherit
+    it: that must leave the caller as safe to fork as before (one thread, no TensorFlow)."""
+    code = ("import sys, threading\nfrom xray_score.batch.chunks import ChunkTask\n"
+            "from xray_score.batch.processes import fork_blockers\n"
+            f"ChunkTask('unused', '0' * 12, kind={kind!r}).preload()\n"
+            f"assert {module!r} in sys.modules\n"
+            "assert threading.active_count() == 1, threading.enumerate()\n"
+            "assert fork_blockers() == [], fork_blockers()\n"
+            "from PIL import Image\nassert 'JPEG' in Image.OPEN")
+    assert heavy_modules(code) == []
+
+
 def test_content_the_ledger_knows_keeps_its_row(baseline_bundle, tmp_path):
     """A copy (new inode) and a touched file (new mtime) are read again by a worker, but their
     content's row stands: nothing is rescored, as if they had been hashed first."""

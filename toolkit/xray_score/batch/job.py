@@ -209,7 +209,7 @@ def score_todo(bundle: Any, job: Job, plan: Plan, sink: LedgerSink, stats: RunSt
                      timeout=job.timeout, batch_size=job.batch_size, threads=1,
                      kinds=registered_elsewhere(),
                      log_level=logging.getLogger("xray_score").getEffectiveLevel(),
-                     **job.predictor_kwargs)
+                     kind=bundle.kind, **job.predictor_kwargs)
     rows_of = BatchScorer(bundle)  # rows for files that killed their worker (no model needed)
     runtime, start, last_log = None, time.perf_counter(), time.perf_counter()
     with open_runner(job) as runner, progress_bar(len(plan.todo)) as bar:

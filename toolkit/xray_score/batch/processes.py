@@ -97,6 +97,7 @@ class ProcessRunner:
         queue = chunked(paths, size, self.n_jobs)
         backstop = self.backstop if self.backstop is not None else backstop_seconds(task, size)
         suspects: list[tuple[list[str], ErrorKind]] = []
+        task.preload()  # once here rather than in every worker
         yield from self._map(task, queue, self.n_jobs, backstop, suspects)
         for chunk, _ in suspects:  # chunks in flight when a worker died or hung: each alone
             yield from self._alone(task, chunk, backstop)
