@@ -15,7 +15,9 @@ The bundle is loaded and verified once per process, and must be the caller's (sa
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import queue
 import sys
 import threading
 import time
@@ -144,55 +146,86 @@ def verified_bundle(path: str, model_id: str) -> Any:
 
 
 class _Progress:
-    """Which file the decoding thread is on, and since when."""
+    """Which file the decoding thread is on and since when (one tuple, replaced at once)."""
 
     def __init__(self) -> None:
-        self.index = 0
-        self.since = time.perf_counter()
+        self.at = (0, time.perf_counter())
         self.abandoned = False
+
+
+class _DecodingThread:
+    """A thread that decodes chunk after chunk for one calling thread of one process.
+
+    Started on first use and kept: a new thread per chunk cost ~0.1 ms per file on every
+    file of the chunk (``perf stat`` task-clock, 20 alternations of 1,280 files: 0.14 ms per
+    file more than decoding in the calling thread; a kept thread: none measurable). A thread
+    stuck on a hung file is abandoned and the next chunk starts another.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="xray-score-decode", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            except BaseException:  # noqa: BLE001 - the job's caller sees its unfilled slots
+                log.debug("decoding job failed", exc_info=True)
+
+
+def _decoding_thread() -> _DecodingThread:
+    """This calling thread's decoding thread (a new one in a forked child: threads do not
+    survive a fork)."""
+    current = getattr(_LOCAL, "decoder", None)
+    if current is None or current.pid != os.getpid():
+        current = _LOCAL.decoder = _DecodingThread()
+    return current
 
 
 def decode_files(pre: Any, paths: list[str], timeout: float | None
                  ) -> tuple[list[FileResult], list[str], bool]:
     """Every file's canonical pixels or error, in order: ``(results, unfinished, hung)``.
 
-    With a ``timeout``, a watchdog (this thread) waits on a decoding thread; a file that takes
-    longer gets a ``timeout`` row, its thread is abandoned, and the files after it are handed
-    back as ``unfinished`` (the caller sends them again)."""
+    With a ``timeout``, a watchdog (this thread) waits on the decoding thread; a file that
+    takes longer gets a ``timeout`` row, the decoding thread is abandoned, and the files after
+    it are handed back as ``unfinished`` (the caller sends them again)."""
     if not timeout:
         return [pre.decode(p) for p in paths], [], False
     slots = [FileResult(path=str(p)) for p in paths]
     progress = _Progress()
+    finished = threading.Event()
 
     def work() -> None:
-        for i, path in enumerate(paths):
-            if progress.abandoned:
-                return
-            progress.index, progress.since = i, time.perf_counter()
-            pre.decode(path, into=slots[i])
-        progress.index = len(paths)
+        try:
+            for i, path in enumerate(paths):
+                if progress.abandoned:
+                    return
+                progress.at = (i, time.perf_counter())
+                pre.decode(path, into=slots[i])
+            progress.at = (len(paths), time.perf_counter())
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=work, name="xray-score-decode", daemon=True)
-    thread.start()
-    while True:
-        index, since = progress.index, progress.since
-        left = since + timeout - time.perf_counter()
-        if left > 0:
-            thread.join(left)
-            if not thread.is_alive():
-                return slots, [], False
-            continue
-        if progress.index != index or not thread.is_alive():
-            continue  # the file finished just now
-        progress.abandoned = True
-        stuck = slots[index]
-        log.warning("%s: no result after %g s; abandoning it (its thread stays busy)",
-                    stuck.path, timeout)
-        timed_out = FileResult(path=stuck.path, sha256=stuck.sha256,
-                               error_kind=ErrorKind.TIMEOUT.value,
-                               error=f"no result after {timeout:g} s; abandoned by the "
-                                     "worker's watchdog", ms=timeout * 1000)
-        return [*slots[:index], timed_out], [str(p) for p in paths[index + 1:]], True
+    _decoding_thread().jobs.put(work)
+    while not finished.wait(max(0.0, progress.at[1] + timeout - time.perf_counter())):
+        index, since = progress.at
+        if index < len(paths) and time.perf_counter() - since >= timeout:
+            break  # stuck on this file
+    else:
+        return slots, [], False
+    progress.abandoned = True
+    _LOCAL.decoder = None  # its thread stays on the file: the next chunk gets another
+    stuck = slots[index]
+    log.warning("%s: no result after %g s; abandoning it (its thread stays busy)",
+                stuck.path, timeout)
+    timed_out = FileResult(path=stuck.path, sha256=stuck.sha256,
+                           error_kind=ErrorKind.TIMEOUT.value,
+                           error=f"no result after {timeout:g} s; abandoned by the "
+                                 "worker's watchdog", ms=timeout * 1000)
+    return [*slots[:index], timed_out], [str(p) for p in paths[index + 1:]], True
 
 
 def transform(pre: Any, results: list[FileResult]) -> None:

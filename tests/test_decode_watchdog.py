@@ -1,0 +1,74 @@
+"""The worker's watchdog over decoding: one decoding thread kept from chunk to chunk, another
+after a hang, and one of its own in a forked child (threads do not survive a fork)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import pytest
+
+from hostile import HostilePreprocessor
+from test_ledger import make_folder
+from xray_score.batch.chunks import decode_files
+from xray_score.batch.processes import fork_available
+
+
+def decoding_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "xray-score-decode"}
+
+
+@dataclass(frozen=True)
+class ThreadRecorder:
+    """A preprocessor that notes which thread decoded each file."""
+
+    inner: Any
+    threads: list = field(default_factory=list)
+
+    def decode(self, path: str, into: Any = None) -> Any:
+        self.threads.append(threading.current_thread())
+        return self.inner.decode(path, into)
+
+
+def test_chunks_are_decoded_by_one_kept_thread(baseline_bundle, tmp_path):
+    recorder = ThreadRecorder(baseline_bundle.preprocessor())
+    paths = [str(p) for p in make_folder(tmp_path / "scans", 3)]
+    for _ in range(3):
+        results, unfinished, hung = decode_files(recorder, paths, 30)
+        assert [r.path for r in results] == paths and [r.ok for r in results] == [True] * 3
+        assert not unfinished and not hung
+    assert len(recorder.threads) == 9 and len(set(recorder.threads)) == 1
+    assert recorder.threads[0] is not threading.current_thread()  # the watchdog only waits
+    assert recorder.threads[0].is_alive()  # kept for the next chunk
+
+
+def test_a_hung_file_leaves_its_thread_and_the_next_chunk_gets_another(baseline_bundle,
+                                                                       tmp_path):
+    paths = [str(p) for p in make_folder(tmp_path / "scans", 2)]
+    hang = str(tmp_path / "scans" / "hang.png")
+    shutil.copy(paths[0], hang)
+    hostile = HostilePreprocessor(baseline_bundle.preprocessor())
+    results, unfinished, hung = decode_files(hostile, [paths[0], hang, paths[1]], 1.0)
+    assert hung and unfinished == [paths[1]]
+    assert [r.error_kind for r in results] == [None, "timeout"]
+    assert results[1].sha256  # read and hashed before the decoder hung
+    stuck = decoding_threads()
+    results, unfinished, hung = decode_files(hostile, unfinished, 5.0)
+    assert not hung and not unfinished and results[0].ok
+    assert decoding_threads() - stuck  # a new thread; the stuck one still sleeps
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not fork_available(),
+                    reason="needs a fork-safe Linux process")
+def test_a_forked_child_decodes_on_a_thread_of_its_own(baseline_bundle, tmp_path):
+    pre = baseline_bundle.preprocessor()
+    paths = [str(p) for p in make_folder(tmp_path / "scans", 3)]
+    decode_files(pre, paths, 30)  # this process has its decoding thread now
+    with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
+        results, unfinished, hung = pool.submit(decode_files, pre, paths, 10.0).result(120)
+    assert not hung and not unfinished and [r.ok for r in results] == [True] * 3
