@@ -9,18 +9,14 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hostile import HostilePreprocessor
 from test_ledger import make_folder
 from xray_score.batch.chunks import decode_files
 from xray_score.batch.processes import fork_available
-
-
-def decoding_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "xray-score-decode"}
 
 
 @dataclass(frozen=True)
@@ -47,20 +43,38 @@ def test_chunks_are_decoded_by_one_kept_thread(baseline_bundle, tmp_path):
     assert recorder.threads[0].is_alive()  # kept for the next chunk
 
 
-def test_a_hung_file_leaves_its_thread_and_the_next_chunk_gets_another(baseline_bundle,
-                                                                       tmp_path):
+@dataclass(frozen=True)
+class Gated:
+    """A preprocessor whose decoder hangs on files named ``hang*`` until ``gate`` opens."""
+
+    inner: Any
+    gate: threading.Event = field(default_factory=threading.Event)
+    threads: list = field(default_factory=list)
+
+    def decode(self, path: str, into: Any = None) -> Any:
+        self.threads.append(threading.current_thread())
+        if Path(path).name.startswith("hang"):
+            self.gate.wait(60)
+        return self.inner.decode(path, into)
+
+
+def test_a_hung_file_retires_its_thread_and_the_next_chunk_gets_another(baseline_bundle,
+                                                                        tmp_path):
     paths = [str(p) for p in make_folder(tmp_path / "scans", 2)]
     hang = str(tmp_path / "scans" / "hang.png")
     shutil.copy(paths[0], hang)
-    hostile = HostilePreprocessor(baseline_bundle.preprocessor())
-    results, unfinished, hung = decode_files(hostile, [paths[0], hang, paths[1]], 1.0)
+    gated = Gated(baseline_bundle.preprocessor())
+    results, unfinished, hung = decode_files(gated, [paths[0], hang, paths[1]], 1.0)
     assert hung and unfinished == [paths[1]]
     assert [r.error_kind for r in results] == [None, "timeout"]
-    assert results[1].sha256  # read and hashed before the decoder hung
-    stuck = decoding_threads()
-    results, unfinished, hung = decode_files(hostile, unfinished, 5.0)
+    stuck = gated.threads[-1]
+    results, unfinished, hung = decode_files(gated, unfinished, 5.0)
     assert not hung and not unfinished and results[0].ok
-    assert decoding_threads() - stuck  # a new thread; the stuck one still sleeps
+    assert gated.threads[-1] is not stuck and stuck.is_alive()  # another thread decoded
+    gated.gate.set()  # the hung file returns at last: its retired thread ends
+    stuck.join(10)
+    assert not stuck.is_alive()
+    assert gated.threads[-1].is_alive()  # the new one is kept
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not fork_available(),
