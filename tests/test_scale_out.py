@@ -153,6 +153,21 @@ def test_native_lightgbm_predictions_equal_the_packages(baseline_bundle):
         native.predict(x[:, :3])
 
 
+def test_without_lib_lightgbm_the_booster_loads_through_the_package(baseline_bundle,
+                                                                    monkeypatch):
+    import lightgbm as lgb
+
+    from xray_score.classical import native
+
+    monkeypatch.setattr(native, "_library", lambda: None)
+    path = baseline_bundle.file(baseline_bundle.meta["model_file"])
+    booster = native.load_booster(path)
+    assert isinstance(booster, lgb.Booster)
+    x = np.random.default_rng(1).random((20, booster.num_feature())).astype(np.float32)
+    np.testing.assert_array_equal(booster.predict(x, num_threads=1),
+                                  lgb.Booster(model_file=str(path)).predict(x, num_threads=1))
+
+
 def test_chunk_task_refuses_a_bundle_that_is_not_the_callers(baseline_bundle, tmp_path):
     from xray_score.errors import BundleError
 
