@@ -145,14 +145,6 @@ def verified_bundle(path: str, model_id: str) -> Any:
         return _BUNDLES[(path, model_id)]
 
 
-class _Progress:
-    """Which file the decoding thread is on and since when (one tuple, replaced at once)."""
-
-    def __init__(self) -> None:
-        self.at = (0, time.perf_counter())
-        self.abandoned = False
-
-
 class _DecodingThread:
     """A thread that decodes chunk after chunk for one calling thread of one process.
 
@@ -196,29 +188,28 @@ def decode_files(pre: Any, paths: list[str], timeout: float | None
     if not timeout:
         return [pre.decode(p) for p in paths], [], False
     slots = [FileResult(path=str(p)) for p in paths]
-    progress = _Progress()
+    decoder = _decoding_thread()
+    at = [(0, time.perf_counter())]  # which file the decoding thread is on, since when
     finished = threading.Event()
 
     def work() -> None:
         try:
             for i, path in enumerate(paths):
-                if progress.abandoned:
+                if decoder.retired:  # the watchdog gave up on a file before this one
                     return
-                progress.at = (i, time.perf_counter())
+                at[0] = (i, time.perf_counter())  # one tuple, replaced at once
                 pre.decode(path, into=slots[i])
-            progress.at = (len(paths), time.perf_counter())
+            at[0] = (len(paths), time.perf_counter())
         finally:
             finished.set()
 
-    decoder = _decoding_thread()
     decoder.jobs.put(work)
-    while not finished.wait(max(0.0, progress.at[1] + timeout - time.perf_counter())):
-        index, since = progress.at
+    while not finished.wait(max(0.0, at[0][1] + timeout - time.perf_counter())):
+        index, since = at[0]
         if index < len(paths) and time.perf_counter() - since >= timeout:
             break  # stuck on this file
     else:
         return slots, [], False
-    progress.abandoned = True
     decoder.retired = True  # its thread stays on the file: the next chunk gets another
     _LOCAL.decoder = None
     stuck = slots[index]
