@@ -11,15 +11,18 @@ import subprocess
 import sys
 import time
 import types
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 
+from conftest import make_xray, save_gray
 from hostile import HostilePreprocessor
 from test_dask import hostile_folder, hostile_task, rows_by_name, without_timings
 from test_ledger import batch, make_folder, summary
+from xray_score.batch import processes
 from xray_score.batch.locking import RunLock
 from xray_score.batch.processes import ProcessRunner, fork_available
 from xray_score.batch.runners import CRASH_MESSAGE, LocalRunner
@@ -77,6 +80,29 @@ def test_a_crash_and_a_hang_cost_one_row_each_as_on_loky(baseline_bundle, tmp_pa
     assert forked == rows_by_name(LocalRunner(2).run(task, paths), baseline_bundle)
 
 
+def test_a_chunk_that_breaks_its_worker_again_reruns_only_the_files_it_left(
+        baseline_bundle, tmp_path, rng, monkeypatch):
+    """A chunk in flight when another chunk's file killed its worker runs again alone; if it
+    then scores a file, hangs on the next (the watchdog's ``timeout``) and dies further on,
+    only the files it had not finished run one at a time: every file gets one row, and the
+    hang costs one timeout, not two."""
+    names = ["a.png", "hang-1.png", "b.png", "crash-1.png", "c.png",
+             "d.png", "crash-2.png", "e.png"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in names:
+        save_gray(folder / name, make_xray(len(name) % 2, rng, size=64))
+    paths = [str(folder / n) for n in names]
+    monkeypatch.setattr(processes, "chunked", lambda p, size, workers: deque([p[:5], p[5:]]))
+    results = list(ProcessRunner(2).run(hostile_task(baseline_bundle, timeout=3.0), paths))
+    rows = [*(r for res in results for r in res.rows), *(
+        {"path": f.path, "error_kind": f.error_kind} for res in results for f in res.failures)]
+    assert Counter(Path(r["path"]).name for r in rows) == Counter(names)
+    kinds = {Path(r["path"]).name: r["error_kind"] for r in rows}
+    assert (kinds["hang-1.png"], kinds["crash-1.png"], kinds["crash-2.png"]) == (
+        "timeout", "worker_crash", "worker_crash")
+
+
 @dataclasses.dataclass(frozen=True)
 class HangsInTransform(HostilePreprocessor):
     """Decodes fine, then hangs in the chunk's feature transform (where no watchdog looks)."""
@@ -86,15 +112,19 @@ class HangsInTransform(HostilePreprocessor):
         return self.inner.transform_batch(pixels)
 
 
-def test_the_backstop_ends_a_hang_outside_decoding(baseline_bundle, tmp_path, rng):
+@pytest.mark.parametrize("runner", [ProcessRunner, LocalRunner])
+def test_the_backstop_ends_a_hang_outside_decoding(runner, baseline_bundle, tmp_path, rng):
+    """Both local runners convict a file that hangs past the backstop on its own as a
+    ``timeout`` (the loky runner called it a ``worker_crash``)."""
     paths = [p for p in hostile_folder(tmp_path / "in", rng)
              if not Path(p).name.startswith(("crash", "hang"))][:2]
     task = dataclasses.replace(hostile_task(baseline_bundle, timeout=3.0),
                                preprocessor=HangsInTransform(baseline_bundle.preprocessor()))
     started = time.perf_counter()
-    rows = rows_by_name(ProcessRunner(2, backstop=2.0).run(task, paths), baseline_bundle)
+    rows = rows_by_name(runner(2, backstop=2.0).run(task, paths), baseline_bundle)
     assert time.perf_counter() - started < 60
     assert {r["error_kind"] for r in rows.values()} == {"timeout"}
+    assert {r["error"] for r in rows.values()} == {"no result after 2 s; worker killed"}
     assert len(rows) == 2
 
 

@@ -29,6 +29,18 @@ class ImageError(Exception):
         self.message = message
 
 
+class TaskFailure:
+    """A task that broke its worker: it hung past its limit (``TIMEOUT``) or its worker died
+    (``WORKER_CRASH``). Runners turn it into that file's row, never into a stopped batch."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        self.kind = kind
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"TaskFailure({self.kind.value}, {self.message!r})"
+
+
 class UsageError(Exception):
     """Bad options or configuration (exit code 2)."""
 

@@ -20,24 +20,15 @@ from typing import Any, TypeVar
 from joblib import Parallel, delayed
 from joblib.parallel import LokyBackend, get_active_backend
 
-from ..errors import ErrorKind
+from ..errors import ErrorKind, TaskFailure
 from .lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
+__all__ = ["TaskFailure", "pool_broke", "resilient_map", "worker_backend"]
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class TaskFailure:
-    """Marks an item whose task hung or killed its worker."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        self.kind = kind
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"TaskFailure({self.kind.value}, {self.message!r})"
 
 
 def worker_backend() -> Any:

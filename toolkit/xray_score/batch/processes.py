@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import ErrorKind, UsageError
-from .chunks import ChunkResult, ChunkTask, failure_result
+from ..errors import ErrorKind, TaskFailure, UsageError
+from .chunks import ChunkResult, ChunkTask
 from .lifeline import die_with_parent
-from .runners import LocalRunner, backstop_seconds, chunk_size, chunked, crash_result
+from .runners import LocalRunner, backstop_seconds, chunk_size, chunked, one_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -96,42 +96,30 @@ class ProcessRunner:
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
         backstop = self.backstop if self.backstop is not None else backstop_seconds(task, size)
-        suspects: list[tuple[list[str], ErrorKind]] = []
+        suspects: list[tuple[list[str], TaskFailure]] = []
         task.preload()  # once here rather than in every worker
         yield from self._map(task, queue, self.n_jobs, backstop, suspects)
         for chunk, _ in suspects:  # chunks in flight when a worker died or hung: each alone
-            yield from self._alone(task, chunk, backstop)
+            broke: list[tuple[list[str], TaskFailure]] = []
+            yield from self._map(task, deque([chunk]), 1, backstop, broke)
+            for rest, failure in broke:  # what broke its worker again: one file at a time
+                yield from one_at_a_time(rest, failure,
+                                         lambda one: self._alone(task, one, backstop))
 
     def _alone(self, task: ChunkTask, chunk: list[str], backstop: float | None
-               ) -> Iterator[ChunkResult]:
-        broke: list[tuple[list[str], ErrorKind]] = []
+               ) -> Iterator[ChunkResult | TaskFailure]:
+        """``chunk`` on a worker of its own: its results, then its failure if it broke the
+        worker."""
+        broke: list[tuple[list[str], TaskFailure]] = []
         yield from self._map(task, deque([chunk]), 1, backstop, broke)
-        if not broke:
-            return
-        if len(chunk) == 1:
-            yield self._convicted(chunk[0], broke[0][1], backstop)
-            return
-        log.warning("a chunk of %d files broke its worker twice (%s); scoring them one at a "
-                    "time", len(chunk), broke[0][1].value)
-        for path in chunk:
-            broke.clear()
-            yield from self._map(task, deque([[path]]), 1, backstop, broke)
-            if broke:
-                yield self._convicted(path, broke[0][1], backstop)
-
-    @staticmethod
-    def _convicted(path: str, kind: ErrorKind, backstop: float | None) -> ChunkResult:
-        if kind is ErrorKind.TIMEOUT:
-            message = f"no result after {backstop:g} s; worker killed"
-            log.warning("%s: %s", path, message)
-            return ChunkResult(rows=[], failures=[failure_result(path, kind, message)])
-        return crash_result(path, "BrokenProcessPool")
+        if broke:
+            yield broke[0][1]
 
     def _map(self, task: ChunkTask, queue: deque[list[str]], workers: int,
-             backstop: float | None, broke: list[tuple[list[str], ErrorKind]]
+             backstop: float | None, broke: list[tuple[list[str], TaskFailure]]
              ) -> Iterator[ChunkResult]:
         """Run ``queue``'s chunks on a fresh pool of ``workers``; chunks lost to a dead or
-        killed worker go to ``broke`` with the reason (the rest of the queue runs on a new
+        killed worker go to ``broke`` with the failure (the rest of the queue runs on a new
         pool)."""
         while queue:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
@@ -142,11 +130,13 @@ class ProcessRunner:
                 yield from self._drain(pool, task, queue, workers, backstop, running)
                 finished = True
             except (BrokenProcessPool, _Hung) as exc:
-                kind = ErrorKind.TIMEOUT if isinstance(exc, _Hung) else ErrorKind.WORKER_CRASH
+                hung = isinstance(exc, _Hung)
+                failure = (TaskFailure(ErrorKind.TIMEOUT,
+                                       f"no result after {backstop:g} s; worker killed")
+                           if hung else TaskFailure(ErrorKind.WORKER_CRASH, "BrokenProcessPool"))
                 log.warning("a worker process %s; %d chunk(s) in flight will be run again on "
-                            "their own", "hung" if kind is ErrorKind.TIMEOUT else "died",
-                            len(running))
-                broke.extend((chunk, kind) for chunk in running.values())
+                            "their own", "hung" if hung else "died", len(running))
+                broke.extend((chunk, failure) for chunk in running.values())
             finally:
                 if not finished:  # broken, or the run stops (a signal, an error): no waiting
                     _kill(pool)

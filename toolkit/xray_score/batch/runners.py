@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from ..errors import ErrorKind
+from ..errors import ErrorKind, TaskFailure
 from .chunks import ChunkResult, ChunkTask, failure_result
-
-if TYPE_CHECKING:
-    from .parallel import TaskFailure
 
 log = logging.getLogger(__name__)
 
@@ -79,54 +76,75 @@ def backstop_seconds(task: ChunkTask, size: int) -> float | None:
 CRASH_MESSAGE = "the worker process died while scoring this file on its own"
 
 
-def crash_result(path: str, detail: str) -> ChunkResult:
-    """A chunk result for a file that killed its worker when scored on its own (the caller
-    turns its FileResult into a row; the message is the same on every backend)."""
-    log.warning("%s: %s (%s)", path, CRASH_MESSAGE, detail)
+def convicted(path: str, failure: TaskFailure) -> ChunkResult:
+    """The row of a file that broke its worker when scored on its own (the caller turns the
+    FileResult into a row): ``timeout`` with the limit it ran past, or ``worker_crash`` with
+    one message on every backend (the detail, which differs by backend, goes to the log)."""
+    if failure.kind is ErrorKind.TIMEOUT:
+        log.warning("%s: %s", path, failure.message)
+        return ChunkResult(rows=[], failures=[failure_result(path, failure.kind,
+                                                             failure.message)])
+    log.warning("%s: %s (%s)", path, CRASH_MESSAGE, failure.message)
     return ChunkResult(rows=[], failures=[failure_result(path, ErrorKind.WORKER_CRASH,
                                                          CRASH_MESSAGE)])
 
 
-class LocalRunner:
-    """Chunks on joblib's local worker processes (loky); workers exit with this process."""
+RunAlone = Callable[[list[str]], Iterator["ChunkResult | TaskFailure"]]
 
-    def __init__(self, n_jobs: int = 2) -> None:
+
+def one_at_a_time(chunk: list[str], failure: TaskFailure, run_alone: RunAlone
+                  ) -> Iterator[ChunkResult]:
+    """What the local runners do with a chunk that broke its worker again when run on its own
+    (``failure``): a single file is convicted; otherwise its files run one at a time
+    (``run_alone``: a one-file task on a worker of its own, its results or its failure), and
+    a file that breaks its worker on its own is convicted."""
+    if len(chunk) == 1:
+        yield convicted(chunk[0], failure)
+        return
+    log.warning("a chunk of %d files broke its worker twice (%s); scoring them one at a "
+                "time", len(chunk), failure.kind.value)
+    for path in chunk:
+        for outcome in run_alone([path]):
+            yield convicted(path, outcome) if isinstance(outcome, TaskFailure) else outcome
+
+
+class LocalRunner:
+    """Chunks on joblib's local worker processes (loky); workers exit with this process.
+
+    ``backstop``: seconds a chunk may take before its workers are killed (default:
+    ``timeout * (chunk size + 2) + 60``; none without a timeout)."""
+
+    def __init__(self, n_jobs: int = 2, backstop: float | None = None) -> None:
         self.n_jobs = max(1, int(n_jobs))
+        self.backstop = backstop
 
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
-        from .parallel import TaskFailure, resilient_map  # joblib: only for this runner
+        from .parallel import resilient_map  # joblib: only for this runner
 
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
-        backstop = backstop_seconds(task, size)
+        backstop = self.backstop if self.backstop is not None else backstop_seconds(task, size)
         while queue:
             chunks, leftovers = list(queue), []
             queue.clear()
             for _, chunk, outcome in resilient_map(task, chunks, n_jobs=self.n_jobs,
                                                    timeout=backstop):
-                if isinstance(outcome, TaskFailure):  # it broke its worker twice
-                    yield from self._one_by_one(task, chunk, outcome, backstop)
+                if isinstance(outcome, TaskFailure):  # it broke its worker, then again alone
+                    yield from one_at_a_time(chunk, outcome,
+                                             lambda one: self._alone(task, one, backstop))
                     continue
                 yield outcome
                 if outcome.unfinished:
                     leftovers.append(outcome.unfinished)
             queue.extend(leftovers)
 
-    def _one_by_one(self, task: ChunkTask, chunk: list[str], failure: TaskFailure,
-                    backstop: float | None) -> Iterator[ChunkResult]:
-        from .parallel import TaskFailure, resilient_map
+    @staticmethod
+    def _alone(task: ChunkTask, paths: list[str], backstop: float | None
+               ) -> Iterator[ChunkResult | TaskFailure]:
+        from .parallel import resilient_map
 
-        if len(chunk) == 1:
-            yield crash_result(chunk[0], failure.message)
-            return
-        log.warning("a chunk of %d files broke its worker twice (%s); scoring them one at a "
-                    "time", len(chunk), failure.kind.value)
-        for _, path, outcome in resilient_map(task, [[p] for p in chunk], n_jobs=1,
-                                              timeout=backstop):
-            if isinstance(outcome, TaskFailure):
-                yield crash_result(path[0], outcome.message)
-            else:
-                yield outcome
+        for _, _, outcome in resilient_map(task, [paths], n_jobs=1, timeout=backstop):
+            yield outcome
 
 
 class DaskRunner:
@@ -171,7 +189,8 @@ class DaskRunner:
                     if alone[chunk[0]] < 2:
                         queue.append(chunk)
                     else:
-                        yield crash_result(chunk[0], type(exc).__name__)
+                        yield convicted(chunk[0], TaskFailure(ErrorKind.WORKER_CRASH,
+                                                              type(exc).__name__))
                 else:
                     log.warning("a chunk of %d files killed its workers (%s); scoring them one "
                                 "at a time", len(chunk), type(exc).__name__)
