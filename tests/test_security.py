@@ -51,6 +51,19 @@ def test_baseline_bundle_refuses_an_unlisted_model_file(tmp_path):
     assert result.exit_code == ExitCode.USAGE
 
 
+@pytest.mark.parametrize("name", ["model.lgb.txt", "domain.f32"])
+def test_a_model_file_changed_after_verification_is_not_loaded(bundle_copy, name):
+    """A bundle is verified when it is loaded; a model file swapped after that (between a
+    worker's check and its load) is refused, not loaded: a model loads the bytes it checks."""
+    bundle = Bundle.load(bundle_copy)
+    before = bundle.predictor()  # the files as verified load
+    target = bundle_copy / name
+    target.write_bytes(target.read_bytes() + b"\n")
+    with pytest.raises(BundleError, match=f"{name} has changed since the bundle was verified"):
+        bundle.predictor()
+    assert before is not None
+
+
 FORMULAS = ["=SUM(A1).png", "+1-1.png", "-cmd.png", "@calc.png"]
 
 

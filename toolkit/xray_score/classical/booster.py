@@ -81,7 +81,7 @@ class BaselinePredictor:
     def load(cls, bundle: Any) -> BaselinePredictor:
         from .native import load_booster
 
-        booster = load_booster(bundle.file(bundle.meta["model_file"]))
+        booster = load_booster(bundle.read(bundle.meta["model_file"]))
         return cls(booster=booster, spec=bundle.meta["pipeline"], history=bundle.history)
 
 

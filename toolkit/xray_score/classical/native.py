@@ -113,10 +113,11 @@ class NativeBooster:
             self._handle = None
 
 
-def load_booster(path: str | Path) -> Any:
-    """A booster for prediction from a LightGBM text model file (native when possible; the
-    file's bytes go to LightGBM as they are, no 2 MB decode and re-encode in every worker)."""
-    data = Path(path).read_bytes()
+def load_booster(source: str | Path | bytes) -> Any:
+    """A booster for prediction from a LightGBM text model: a file, or its bytes (a bundle's,
+    verified as read). Native when possible; the bytes go to LightGBM as they are, no 2 MB
+    decode and re-encode in every worker."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
         return NativeBooster(data)
     except RuntimeError as exc:

@@ -194,7 +194,7 @@ class CnnPredictor:
         if cm["head"] == "lightgbm":
             from ..classical.native import load_booster
 
-            booster = load_booster(d.file("lightgbm.txt"))
+            booster = load_booster(d.read("lightgbm.txt"))
         info = {"file": bm.get("weights_file"), "sha256": bm.get("weights_sha256")}
         common = {"history": meta.get("history") or cm.get("history"),
                   "weights_info": info if info["sha256"] else None}
@@ -203,7 +203,7 @@ class CnnPredictor:
             from .lite import LiteNetwork
 
             pred = cls(None, spec, booster, **common,
-                       lite=LiteNetwork(d.file(stored["file"]).read_bytes(), threads),
+                       lite=LiteNetwork(d.read(stored["file"]), threads),
                        model_loader=lambda: _load_keras(d, cm, bm, spec, weights, threads),
                        embedding_dim=cm.get("embedding_dim"))
         else:
@@ -229,6 +229,9 @@ class _Folder:
         if Path(name).name != name or name in ("", ".", ".."):
             raise BundleError(f"{self.path}: refusing file name {name!r}")
         return self.path / name
+
+    def read(self, name: str) -> bytes:
+        return self.file(name).read_bytes()
 
 
 def _load_keras(d: Any, cm: dict[str, Any], bm: dict[str, Any], spec: dict[str, Any],

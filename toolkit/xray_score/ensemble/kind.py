@@ -123,7 +123,7 @@ class EnsembleKind(KindBase):
     def load(self, bundle: Bundle, weights: str | None = None, engine: str = "auto",
              threads: int | None = None) -> EnsemblePredictor:
         members = self._bundle_members(bundle)
-        stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
+        stored = json.loads(bundle.read(MEMBERS_FILE))
         return EnsemblePredictor(members, stored.get("weights"),
                                  [m.predictor(weights=weights, engine=engine, threads=threads)
                                   for m in members])
@@ -132,14 +132,14 @@ class EnsembleKind(KindBase):
         """Members stay where they are: the copy's ``ensemble.json`` points at them from its
         new place."""
         members = self._bundle_members(bundle)
-        stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
+        stored = json.loads(bundle.read(MEMBERS_FILE))
         for entry, member in zip(stored["members"], members, strict=True):
             entry["path"] = os.path.relpath(member.path.resolve(), final.resolve())
         (staging / MEMBERS_FILE).write_text(json.dumps(stored, indent=2) + "\n")
         return [MEMBERS_FILE]
 
     def _bundle_members(self, bundle: Bundle) -> list[Bundle]:
-        stored = json.loads(bundle.file(MEMBERS_FILE).read_text())
+        stored = json.loads(bundle.read(MEMBERS_FILE))
         return [find_member(entry, bundle.path) for entry in stored["members"]]
 
 

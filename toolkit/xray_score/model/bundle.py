@@ -74,6 +74,17 @@ class Bundle:
                               "(unverified); refusing to load it")
         return self.path / name
 
+    def read(self, name: str) -> bytes:
+        """A model file's bytes, checked against bundle.json's sha256 as they are read: what a
+        model loads is what was verified, even if the file changed after :meth:`load`."""
+        data = self.file(name).read_bytes()
+        digest = self.meta["files"][name]
+        if sha256_bytes(data) != digest:
+            raise BundleError(f"{self.path}: {name} has changed since the bundle was verified "
+                              f"(sha256 {sha256_bytes(data)[:12]}..., bundle.json says "
+                              f"{str(digest)[:12]}...); refusing to load it")
+        return data
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> Bundle:
         """Read and verify a bundle; raise :class:`BundleError` on anything suspicious."""

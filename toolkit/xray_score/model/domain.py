@@ -101,7 +101,7 @@ class DomainCheck:
         meta = bundle.meta.get("domain")
         if not meta or "file" not in meta:
             return None
-        blob = np.frombuffer(bundle.file(meta["file"]).read_bytes(), dtype="<f4")
+        blob = np.frombuffer(bundle.read(meta["file"]), dtype="<f4")
         blob = blob.astype(np.float64)
         blocks, at = [], 0
         for entry in meta["blocks"]:
