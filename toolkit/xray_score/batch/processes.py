@@ -100,20 +100,17 @@ class ProcessRunner:
         task.preload()  # once here rather than in every worker
         yield from self._map(task, queue, self.n_jobs, backstop, suspects)
         for chunk, _ in suspects:  # chunks in flight when a worker died or hung: each alone
-            broke: list[tuple[list[str], TaskFailure]] = []
-            yield from self._map(task, deque([chunk]), 1, backstop, broke)
-            for rest, failure in broke:  # what broke its worker again: one file at a time
-                yield from one_at_a_time(rest, failure,
-                                         lambda one: self._alone(task, one, backstop))
+            yield from self._alone(task, chunk, backstop)
 
     def _alone(self, task: ChunkTask, chunk: list[str], backstop: float | None
-               ) -> Iterator[ChunkResult | TaskFailure]:
-        """``chunk`` on a worker of its own: its results, then its failure if it broke the
-        worker."""
+               ) -> Iterator[ChunkResult]:
+        """``chunk`` on a worker of its own; what it left when it broke that worker too runs
+        one file at a time (a single file that breaks its worker is convicted)."""
         broke: list[tuple[list[str], TaskFailure]] = []
         yield from self._map(task, deque([chunk]), 1, backstop, broke)
-        if broke:
-            yield broke[0][1]
+        for rest, failure in broke:
+            yield from one_at_a_time(rest, failure,
+                                     lambda one: self._alone(task, one, backstop))
 
     def _map(self, task: ChunkTask, queue: deque[list[str]], workers: int,
              backstop: float | None, broke: list[tuple[list[str], TaskFailure]]

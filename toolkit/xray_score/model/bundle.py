@@ -78,11 +78,8 @@ class Bundle:
         """A model file's bytes, checked against bundle.json's sha256 as they are read: what a
         model loads is what was verified, even if the file changed after :meth:`load`."""
         data = self.file(name).read_bytes()
-        digest = self.meta["files"][name]
-        if sha256_bytes(data) != digest:
-            raise BundleError(f"{self.path}: {name} has changed since the bundle was verified "
-                              f"(sha256 {sha256_bytes(data)[:12]}..., bundle.json says "
-                              f"{str(digest)[:12]}...); refusing to load it")
+        _check_digest(self.path, name, sha256_bytes(data), self.meta["files"][name],
+                      "has changed since the bundle was verified; refusing to load it")
         return data
 
     @classmethod
@@ -123,6 +120,13 @@ class Bundle:
         return kind.load(self, **options)
 
 
+def _check_digest(path: Path, name: str, actual: str, digest: str, what: str) -> None:
+    """Refuse a model file whose sha256 is not the one bundle.json lists."""
+    if actual != digest:
+        raise BundleError(f"{path}: {name} {what} (sha256 {actual[:12]}..., bundle.json says "
+                          f"{str(digest)[:12]}...)")
+
+
 def _verify_files(path: Path, files: dict[str, str]) -> None:
     if not files:
         raise BundleError(f"{path}: bundle.json lists no model files")
@@ -134,10 +138,7 @@ def _verify_files(path: Path, files: dict[str, str]) -> None:
             raise BundleError(f"{path}: missing file {name}")
         if Path(name).suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(target):
             raise BundleError(f"{path}: {name} is a pickle; bundles never load pickles")
-        actual = sha256_file(target)
-        if actual != digest:
-            raise BundleError(f"{path}: {name} has been modified (sha256 {actual[:12]}..., "
-                              f"bundle.json says {str(digest)[:12]}...)")
+        _check_digest(path, name, sha256_file(target), digest, "has been modified")
     for extra in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = extra.relative_to(path).as_posix()
         if rel in files or rel == "bundle.json":
