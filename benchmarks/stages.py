@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 from xray_score.batch import chunks
-from xray_score.batch.chunks import ChunkTask, decode_files, transform
+from xray_score.batch.chunks import ChunkTask, transform
 from xray_score.batch.memory import reuse_freed_memory
 from xray_score.batch.scorer import grouped
+from xray_score.batch.watchdog import decode_files
 from xray_score.io.decode import decode_gray, read_bytes, resize_square
 from xray_score.model.bundle import Bundle
 

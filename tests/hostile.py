@@ -61,3 +61,25 @@ class HostilePreprocessor:
 
     def stack(self, xs: list[Any]) -> Any:
         return self.inner.stack(xs)
+
+
+STALL_VALUE = 77  # the canonical pixels a ``stall*`` file decodes to
+
+
+@dataclass(frozen=True)
+class StallsInFeatures(HostilePreprocessor):
+    """Decodes every file (``stall*`` files to flat pixels of ``STALL_VALUE``); the features of
+    a chunk that holds such a file hang, past every watchdog that looks only at decoding."""
+
+    def decode(self, path: str, into: Any = None) -> Any:
+        import numpy as np
+
+        result = super().decode(path, into)
+        if Path(path).name.startswith("stall") and result.ok:
+            result.x = np.full_like(result.x, STALL_VALUE)
+        return result
+
+    def transform_batch(self, pixels: list[Any]) -> list[Any]:
+        if any(int(x.min()) == int(x.max()) == STALL_VALUE for x in pixels):
+            time.sleep(HANG_SECONDS)
+        return self.inner.transform_batch(pixels)

@@ -11,13 +11,15 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
 
 from conftest import make_xray, save_gray
-from hostile import HostilePreprocessor
+from hostile import HostilePreprocessor, StallsInFeatures
 from test_ledger import age, batch, make_folder, summary
+from xray_score.batch import runners
 from xray_score.batch.chunks import ChunkTask
 from xray_score.batch.runners import CRASH_MESSAGE, DaskRunner, LocalRunner
 from xray_score.errors import BundleError, ExitCode
@@ -32,9 +34,13 @@ def cluster():
     import distributed  # part of the test extras: a missing install fails, never skips
 
     # a chunk that kills its worker is given up after one retry (the default is 3), and a
-    # worker holds only the task it runs (so a crash blames no waiting task)
+    # worker holds only the task it runs (so a crash blames no waiting task). LocalCluster
+    # closes a worker's nanny for good when its name is missing 15 s after one of its workers
+    # left: a restart that happens to fall then (tests restart workers after hangs) would lose
+    # the worker, and the next restart would wait 120 s for it; a `dask worker` has no timer.
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                          "distributed.scheduler.worker-saturation": 1.0}), \
+                          "distributed.scheduler.worker-saturation": 1.0,
+                          "distributed.deploy.lost-worker-timeout": "1h"}), \
             distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                      dashboard_address=None) as local:
         yield local
@@ -99,6 +105,37 @@ def rows_by_name(results, bundle) -> dict[str, dict]:
     return rows
 
 
+def stalling_chunk(folder: Path, rng) -> list[str]:
+    """One chunk: two good films, one whose features hang, one that is not an image."""
+    folder.mkdir()
+    for name in ("a.png", "stall-1.png", "b.png"):
+        save_gray(folder / name, make_xray(len(name) % 2, rng, size=64))
+    (folder / "bad.png").write_bytes(b"hello")
+    return [str(folder / n) for n in ("a.png", "stall-1.png", "b.png", "bad.png")]
+
+
+def stalling_task(bundle: Bundle) -> ChunkTask:
+    return ChunkTask(str(bundle.path.resolve()), bundle.model_id, timeout=3.0, batch_size=4,
+                     model_timeout=2.0, preprocessor=StallsInFeatures(bundle.preprocessor()))
+
+
+def check_stalled_rows(results, bundle, paths: list[str]) -> dict[str, dict]:
+    """Every file once; the stalling file a ``timeout`` from the worker's watchdog, the others
+    as if nothing had happened (the innocent ones scored, the bad one unreadable)."""
+    results = list(results)
+    names = [Path(r["path"]).name for res in results for r in res.rows] + [
+        Path(f.path).name for res in results for f in res.failures]
+    assert sorted(names) == sorted(Path(p).name for p in paths)
+    rows = rows_by_name(results, bundle)
+    assert rows["stall-1.png"]["error_kind"] == "timeout"
+    assert rows["stall-1.png"]["error"] == ("no result from the features or the model after "
+                                             "2 s; abandoned by the worker's watchdog")
+    assert rows["stall-1.png"]["sha256"]
+    assert rows["bad.png"]["error_kind"] == "not_image"
+    assert rows["a.png"]["status"] == rows["b.png"]["status"] == "ok"
+    return rows
+
+
 def test_a_crash_and_a_hang_cost_one_row_each_on_dask_as_locally(baseline_bundle, tmp_path,
                                                                 rng, client):
     paths = hostile_folder(tmp_path / "in", rng)
@@ -118,6 +155,25 @@ def test_a_crash_and_a_hang_cost_one_row_each_on_dask_as_locally(baseline_bundle
     assert runner.restarted  # the worker whose thread hung was restarted
     local = rows_by_name(LocalRunner(2).run(task, paths), baseline_bundle)
     assert local == remote
+
+
+def test_a_chunk_whose_features_hang_costs_one_row_on_dask(baseline_bundle, tmp_path, rng,
+                                                           client, monkeypatch):
+    """The worker's watchdog also covers the chunk's features and model: a chunk that stalls
+    there sends its decoded files again one by one, and the file that stalls alone is a
+    ``timeout`` row; its worker is restarted each time (which ends the stuck thread)."""
+    paths = stalling_chunk(tmp_path / "in", rng)
+    monkeypatch.setattr(runners, "chunked", lambda p, *_: deque([p]))
+    runner = DaskRunner(client)
+    started = time.perf_counter()
+    remote = check_stalled_rows(runner.run(stalling_task(baseline_bundle), paths),
+                                baseline_bundle, paths)
+    assert time.perf_counter() - started < 90  # two stalls of 2 s and two restarts
+    assert len(runner.restarted) == 2
+    local = rows_by_name(LocalRunner(2).run(hostile_task(baseline_bundle, 3.0), paths),
+                         baseline_bundle)
+    assert {n: remote[n] for n in ("a.png", "b.png", "bad.png")} == {
+        n: local[n] for n in ("a.png", "b.png", "bad.png")}
 
 
 def test_tasks_in_flight_are_bounded(baseline_bundle, tmp_path, client):

@@ -1,4 +1,4 @@
-"""The worker's watchdog over decoding: one decoding thread kept from chunk to chunk, another
+"""The worker's watchdog over decoding: one helper thread kept from chunk to chunk, another
 after a hang, and one of its own in a forked child (threads do not survive a fork)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from test_ledger import make_folder
-from xray_score.batch.chunks import decode_files
 from xray_score.batch.processes import fork_available
+from xray_score.batch.watchdog import decode_files, run_watched
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,19 @@ def test_a_forked_child_decodes_on_a_thread_of_its_own(baseline_bundle, tmp_path
     with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
         results, unfinished, hung = pool.submit(decode_files, pre, paths, 10.0).result(120)
     assert not hung and not unfinished and [r.ok for r in results] == [True] * 3
+
+
+def test_an_error_in_the_chunks_model_is_raised_in_the_calling_thread(baseline_bundle,
+                                                                       tmp_path):
+    """The helper runs the chunk's features and model too; what they raise is not lost with
+    the helper, and the helper is kept for the next chunk."""
+    paths = [str(p) for p in make_folder(tmp_path / "scans", 2)]
+    pre = baseline_bundle.preprocessor()
+
+    def broken(results):
+        raise RuntimeError(f"model broke on {len(results)} files")
+
+    with pytest.raises(RuntimeError, match="model broke on 2 files"):
+        run_watched(pre, paths, 30, broken, 30)
+    watched = run_watched(pre, paths, 30, lambda results: [{"n": len(results)}], 30)
+    assert watched.stuck is None and watched.rows == [{"n": 2}]

@@ -20,9 +20,17 @@ import pytest
 
 from conftest import make_xray, save_gray
 from hostile import HostilePreprocessor
-from test_dask import hostile_folder, hostile_task, rows_by_name, without_timings
+from test_dask import (
+    check_stalled_rows,
+    hostile_folder,
+    hostile_task,
+    rows_by_name,
+    stalling_chunk,
+    stalling_task,
+    without_timings,
+)
 from test_ledger import batch, make_folder, summary
-from xray_score.batch import processes
+from xray_score.batch import processes, runners
 from xray_score.batch.locking import RunLock
 from xray_score.batch.processes import ProcessRunner, fork_available
 from xray_score.batch.runners import CRASH_MESSAGE, LocalRunner
@@ -126,6 +134,25 @@ def test_the_backstop_ends_a_hang_outside_decoding(runner, baseline_bundle, tmp_
     assert {r["error_kind"] for r in rows.values()} == {"timeout"}
     assert {r["error"] for r in rows.values()} == {"no result after 2 s; worker killed"}
     assert len(rows) == 2
+
+
+@pytest.mark.parametrize("runner", [ProcessRunner, LocalRunner])
+def test_a_chunk_whose_features_hang_costs_one_row(runner, baseline_bundle, tmp_path, rng,
+                                                   monkeypatch):
+    """The worker's watchdog covers the chunk's features and model, well before the backstop:
+    the chunk's decoded files are sent again one by one, and the file that stalls alone is a
+    ``timeout`` row; the others are scored as without it."""
+    paths = stalling_chunk(tmp_path / "in", rng)
+    for module in (processes, runners):
+        monkeypatch.setattr(module, "chunked", lambda p, *_: deque([p]))
+    started = time.perf_counter()
+    rows = check_stalled_rows(runner(2).run(stalling_task(baseline_bundle), paths),
+                              baseline_bundle, paths)
+    assert time.perf_counter() - started < 40  # two stalls of 2 s; the backstop is 78 s
+    plain = rows_by_name(runner(2).run(hostile_task(baseline_bundle, 3.0), paths),
+                         baseline_bundle)
+    assert {n: rows[n] for n in ("a.png", "b.png", "bad.png")} == {
+        n: plain[n] for n in ("a.png", "b.png", "bad.png")}
 
 
 def _open_files(_: object) -> list[str]:

@@ -1,10 +1,12 @@
 """A chunk of files scored where the files are: the worker-side half of ``batch``.
 
 A task is a list of paths. The worker (a local joblib/loky process, or a thread of a Dask
-worker) reads each file and hashes it, decodes it to canonical pixels (a watchdog gives up on a
-file after ``timeout`` seconds), transforms the chunk's pixels in one batch (HOG/LBP for the
-baseline), runs the model, applies the bundle's calibration and threshold, and returns result
-rows: a few hundred bytes per file, never pixels. The caller only plans, commits rows to its
+worker) reads each file and hashes it, decodes it to canonical pixels, transforms the chunk's
+pixels in one batch (HOG/LBP for the baseline), runs the model, applies the bundle's calibration
+and threshold, and returns result rows: a few hundred bytes per file, never pixels. A watchdog
+(:mod:`xray_score.batch.watchdog`) gives up on a file whose decoding takes longer than
+``timeout`` seconds, and on a chunk whose features and model take longer than
+:meth:`ChunkTask.finish_limit`. The caller only plans, commits rows to its
 ledger and exports (:mod:`xray_score.batch.runners`, :mod:`xray_score.batch.job`).
 
 The bundle is loaded and verified once per process, and must be the caller's (same
@@ -15,12 +17,9 @@ The bundle is loaded and verified once per process, and must be the caller's (sa
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import queue
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..errors import BundleError, ErrorKind
 from ..io.preprocess import FileResult
 from .memory import reuse_freed_memory
 from .scorer import grouped, limit_native_threads
+from .watchdog import Watched, decode_hang, run_watched
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,61 @@ class ChunkTask:
     kinds: tuple[Any, ...] = ()  # model kinds the caller registered at run time
     log_level: int | None = None  # the caller's level for xray_score's logs (None: leave)
     kind: str | None = None  # the bundle's model kind (lets a forking runner preload it)
+    model_timeout: float | None = None  # see finish_limit
 
     def __call__(self, paths: list[str]) -> ChunkResult:
         model = worker_model(self)
         pre = self.preprocessor or model.scorer.preprocessor
-        results, unfinished, hung = decode_files(pre, paths, self.timeout)
-        transform(pre, results)
-        rows: list[dict[str, Any]] = []
-        for batch in grouped(results, self.batch_size):
-            rows += model.scorer.rows(batch)
-        return ChunkResult(rows=rows, unfinished=unfinished, hung=hung,
-                           runtime=model.runtime, worker=_dask_worker_address(),
-                           nbytes=len(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)))
+
+        def finish(results: list[FileResult]) -> list[dict[str, Any]]:
+            transform(pre, results)
+            return [row for batch in grouped(results, self.batch_size)
+                    for row in model.scorer.rows(batch)]
+
+        watched = run_watched(pre, paths, self.timeout, finish, self.finish_limit(len(paths)))
+        result = ChunkResult(rows=watched.rows or [], runtime=model.runtime,
+                             worker=_dask_worker_address())
+        if watched.stuck is not None and watched.stuck < len(paths):  # a file's decoding hung
+            results, result.unfinished, result.hung = decode_hang(watched, paths,
+                                                                  float(self.timeout or 0))
+            result.rows = finish(results)  # the stuck thread is decoding: the model is free
+        elif watched.stuck is not None:
+            result.hung = True
+            self._stalled(watched, model.scorer, result)
+        result.nbytes = len(pickle.dumps(result.rows, protocol=pickle.HIGHEST_PROTOCOL))
+        return result
+
+    def finish_limit(self, n_files: int) -> float | None:
+        """Seconds a chunk of ``n_files`` may spend in its features and model once decoded:
+        ``model_timeout``, else ``timeout`` per model batch and one more, plus 60 (room for a
+        network's first call); none without a timeout."""
+        if self.model_timeout is not None:
+            return self.model_timeout
+        if not self.timeout:
+            return None
+        return self.timeout * (-(-n_files // max(1, self.batch_size)) + 1) + 60
+
+    def _stalled(self, watched: Watched, scorer: Any, result: ChunkResult) -> None:
+        """A chunk whose features or model ran past :meth:`finish_limit`: the files that
+        failed to decode get their rows; the others are suspects, each sent again alone (a
+        file that stalls on its own gets a ``timeout`` row). The stuck thread keeps this
+        thread's model: the next chunk loads another."""
+        forget_model(self)
+        limit = self.finish_limit(len(watched.slots)) or 0.0
+        failed_before = set(watched.failed_before)
+        failed = [watched.slots[i] for i in sorted(failed_before)]
+        suspects = [s for i, s in enumerate(watched.slots) if i not in failed_before]
+        log.warning("a chunk of %d files had no result from its features or model after "
+                    "%g s; abandoning it (its thread stays busy)", len(suspects), limit)
+        if len(suspects) == 1:
+            failed.append(FileResult(
+                path=suspects[0].path, sha256=suspects[0].sha256,
+                error_kind=ErrorKind.TIMEOUT.value, ms=limit * 1000,
+                error=f"no result from the features or the model after {limit:g} s; "
+                      "abandoned by the worker's watchdog"))
+        else:
+            result.suspects = [s.path for s in suspects]
+        result.rows = [row for f in failed for row in scorer.rows([f])]
 
     def preload(self) -> None:
         """Import here what each worker would otherwise import on its first chunk: the
@@ -80,7 +123,7 @@ class ChunkTask:
 @dataclass
 class ChunkResult:
     """What comes back from a chunk: its rows (one per file it finished) and the files it
-    left (after a hung file)."""
+    left (after a hung file, or suspects of a stalled model: :meth:`resend`)."""
 
     rows: list[dict[str, Any]]
     unfinished: list[str] = field(default_factory=list)
@@ -89,6 +132,11 @@ class ChunkResult:
     worker: str | None = None  # the Dask worker's address
     nbytes: int = 0  # pickled size of the rows: what travelled back
     failures: list[FileResult] = field(default_factory=list)  # files that killed a worker
+    suspects: list[str] = field(default_factory=list)  # in a chunk that stalled its model
+
+    def resend(self) -> list[list[str]]:
+        """Chunks to send again: the files after a hung one, and each suspect on its own."""
+        return ([self.unfinished] if self.unfinished else []) + [[p] for p in self.suspects]
 
 
 @dataclass
@@ -104,11 +152,20 @@ _LOCK = threading.Lock()
 _LOCAL = threading.local()
 
 
+def _model_key(task: ChunkTask) -> tuple[Any, ...]:
+    return (task.bundle_path, task.model_id, task.weights, task.engine, task.threads)
+
+
+def forget_model(task: ChunkTask) -> None:
+    """Drop this thread's model for ``task`` (a stuck thread still holds it)."""
+    getattr(_LOCAL, "models", {}).pop(_model_key(task), None)
+
+
 def worker_model(task: ChunkTask) -> WorkerModel:
     """This thread's model for ``task`` (bundle verified once per process, model per thread)."""
     from .scorer import BatchScorer
 
-    key = (task.bundle_path, task.model_id, task.weights, task.engine, task.threads)
+    key = _model_key(task)
     models = getattr(_LOCAL, "models", None)
     if models is None:
         models = _LOCAL.models = {}
@@ -143,83 +200,6 @@ def verified_bundle(path: str, model_id: str) -> Any:
                     f"caller's {model_id}: workers must see the caller's bundle at the same path")
             _BUNDLES[(path, model_id)] = bundle
         return _BUNDLES[(path, model_id)]
-
-
-class _DecodingThread:
-    """A thread that decodes chunk after chunk for one calling thread of one process.
-
-    Started on first use and kept: a new thread per chunk cost ~0.14 ms on every file
-    (``perf stat`` task-clock, 20 alternations of 1,280 files, against decoding in the calling
-    thread; a kept thread: no measurable cost). A thread stuck on a hung file is retired (it
-    ends if the file ever returns) and the next chunk starts another.
-    """
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.retired = False
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="xray-score-decode", daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.retired:
-            job = self.jobs.get()
-            try:
-                job()
-            except BaseException:  # noqa: BLE001 - the job's caller sees its unfilled slots
-                log.debug("decoding job failed", exc_info=True)
-
-
-def _decoding_thread() -> _DecodingThread:
-    """This calling thread's decoding thread (a new one in a forked child: threads do not
-    survive a fork)."""
-    current = getattr(_LOCAL, "decoder", None)
-    if current is None or current.pid != os.getpid():
-        current = _LOCAL.decoder = _DecodingThread()
-    return current
-
-
-def decode_files(pre: Any, paths: list[str], timeout: float | None
-                 ) -> tuple[list[FileResult], list[str], bool]:
-    """Every file's canonical pixels or error, in order: ``(results, unfinished, hung)``.
-
-    With a ``timeout``, a watchdog (this thread) waits on the decoding thread; a file that
-    takes longer gets a ``timeout`` row, the decoding thread is abandoned, and the files after
-    it are handed back as ``unfinished`` (the caller sends them again)."""
-    if not timeout:
-        return [pre.decode(p) for p in paths], [], False
-    slots = [FileResult(path=str(p)) for p in paths]
-    decoder = _decoding_thread()
-    at = [(0, time.perf_counter())]  # which file the decoding thread is on, since when
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            for i, path in enumerate(paths):
-                if decoder.retired:  # the watchdog gave up on a file before this one
-                    return
-                at[0] = (i, time.perf_counter())  # one tuple, replaced at once
-                pre.decode(path, into=slots[i])
-            at[0] = (len(paths), time.perf_counter())
-        finally:
-            finished.set()
-
-    decoder.jobs.put(work)
-    while not finished.wait(max(0.0, at[0][1] + timeout - time.perf_counter())):
-        index, since = at[0]
-        if index < len(paths) and time.perf_counter() - since >= timeout:
-            break  # stuck on this file
-    else:
-        return slots, [], False
-    decoder.retired = True  # its thread stays on the file: the next chunk gets another
-    _LOCAL.decoder = None
-    stuck = slots[index]
-    log.warning("%s: no result after %g s; abandoning it (its thread stays busy)",
-                stuck.path, timeout)
-    timed_out = FileResult(path=stuck.path, sha256=stuck.sha256,
-                           error_kind=ErrorKind.TIMEOUT.value,
-                           error=f"no result after {timeout:g} s; abandoned by the "
-                                 "worker's watchdog", ms=timeout * 1000)
-    return [*slots[:index], timed_out], [str(p) for p in paths[index + 1:]], True
 
 
 def transform(pre: Any, results: list[FileResult]) -> None:

@@ -160,8 +160,7 @@ class ProcessRunner:
                 result = future.result()  # BrokenProcessPool when a worker died
                 del running[future]
                 yield result
-                if result.unfinished:
-                    queue.appendleft(result.unfinished)
+                queue.extendleft(reversed(result.resend()))
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

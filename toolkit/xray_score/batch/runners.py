@@ -11,9 +11,13 @@ differ only in how they survive a worker that dies:
   and one more task of its own: the scheduler also blames tasks that merely waited on a dying
   worker, fewer with ``distributed.scheduler.worker-saturation: 1.0``);
 - a file that hangs is a ``timeout`` row from the worker's own watchdog; the files after it in
-  its chunk come back ``unfinished`` and are sent again. On Dask the worker that hung is then
-  restarted, which ends the abandoned thread; a local worker keeps it (idle or not) until the
-  run ends.
+  its chunk come back ``unfinished`` and are sent again. A chunk whose features or model hang
+  (past :meth:`~xray_score.batch.chunks.ChunkTask.finish_limit`) sends its decoded files back
+  as ``suspects``, each sent again on its own; one that hangs on its own is a ``timeout`` row.
+  On Dask the worker that hung is then restarted, which ends the abandoned thread; a local
+  worker keeps it (idle or not) until the run ends;
+- a local runner also kills its workers when no chunk has finished for the backstop's seconds
+  (a hang its watchdog cannot see: one that holds Python's GIL, or one in loading the model).
 """
 
 from __future__ import annotations
@@ -134,8 +138,7 @@ class LocalRunner:
                                              lambda one: self._alone(task, one, backstop))
                     continue
                 yield outcome
-                if outcome.unfinished:
-                    leftovers.append(outcome.unfinished)
+                leftovers.extend(outcome.resend())
             queue.extend(leftovers)
 
     @staticmethod
@@ -178,33 +181,39 @@ class DaskRunner:
         for future in done:
             chunk = running.pop(future.key)
             try:
-                result = future.result()
+                outcome: ChunkResult | BaseException = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker and friends
                 if not _worker_died(exc):
                     raise
-                if len(chunk) == 1:
-                    # a task queued on a dying worker counts as a suspect too: a single file
-                    # is convicted only when it kills its workers in two separate tasks
-                    alone[chunk[0]] = alone.get(chunk[0], 0) + 1
-                    if alone[chunk[0]] < 2:
-                        queue.append(chunk)
-                    else:
-                        yield convicted(chunk[0], TaskFailure(ErrorKind.WORKER_CRASH,
-                                                              type(exc).__name__))
-                else:
-                    log.warning("a chunk of %d files killed its workers (%s); scoring them one "
-                                "at a time", len(chunk), type(exc).__name__)
-                    queue.extendleft([p] for p in reversed(chunk))
-            else:
-                yield result
-                if result.unfinished:
-                    queue.appendleft(result.unfinished)
-                if result.hung and result.worker:
-                    self._restart(result.worker)
-            finally:
+                outcome = exc
+            finally:  # before any restart: a result still wanted would be computed again
                 future.release()
+            if isinstance(outcome, BaseException):
+                yield from self._died(chunk, outcome, queue, alone)
+            else:
+                yield outcome
+                queue.extendleft(reversed(outcome.resend()))
+                if outcome.hung and outcome.worker:
+                    self._restart(outcome.worker)
             submit()
             self.peak_in_flight = max(self.peak_in_flight, len(running))
+
+    @staticmethod
+    def _died(chunk: list[str], exc: BaseException, queue: deque[list[str]],
+              alone: dict[str, int]) -> Iterator[ChunkResult]:
+        """A chunk whose worker died: its files again one at a time; a single file is
+        convicted when it kills its workers in two separate tasks (a task queued on a dying
+        worker counts as a suspect too)."""
+        if len(chunk) > 1:
+            log.warning("a chunk of %d files killed its workers (%s); scoring them one at a "
+                        "time", len(chunk), type(exc).__name__)
+            queue.extendleft([p] for p in reversed(chunk))
+            return
+        alone[chunk[0]] = alone.get(chunk[0], 0) + 1
+        if alone[chunk[0]] < 2:
+            queue.append(chunk)
+        else:
+            yield convicted(chunk[0], TaskFailure(ErrorKind.WORKER_CRASH, type(exc).__name__))
 
     def _restart(self, address: str) -> None:
         """End a worker's abandoned (hung) thread by restarting the worker process."""
