@@ -82,7 +82,7 @@ def test_a_hung_file_retires_its_thread_and_the_next_chunk_gets_another(baseline
 def test_a_forked_child_decodes_on_a_thread_of_its_own(baseline_bundle, tmp_path):
     pre = baseline_bundle.preprocessor()
     paths = [str(p) for p in make_folder(tmp_path / "scans", 3)]
-    decode_files(pre, paths, 30)  # this process has its decoding thread now
+    decode_files(pre, paths, 30)  # this process has its helper thread now
     with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
         results, unfinished, hung = pool.submit(decode_files, pre, paths, 10.0).result(120)
     assert not hung and not unfinished and [r.ok for r in results] == [True] * 3

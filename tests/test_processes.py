@@ -113,7 +113,8 @@ def test_a_chunk_that_breaks_its_worker_again_reruns_only_the_files_it_left(
 
 @dataclasses.dataclass(frozen=True)
 class HangsInTransform(HostilePreprocessor):
-    """Decodes fine, then hangs in the chunk's feature transform (where no watchdog looks)."""
+    """Decodes fine, then hangs in every chunk's feature transform (a hang the backstop ends
+    when it is shorter than the watchdog's limit for features and model)."""
 
     def transform_batch(self, pixels):
         time.sleep(120)

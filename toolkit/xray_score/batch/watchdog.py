@@ -41,7 +41,7 @@ class _HelperThread:
         self.pid = os.getpid()
         self.retired = False
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="xray-score-decode", daemon=True).start()
+        threading.Thread(target=self._serve, name="xray-score-chunk", daemon=True).start()
 
     def _serve(self) -> None:
         while not self.retired:
