@@ -156,6 +156,30 @@ def test_a_chunk_whose_features_hang_costs_one_row(runner, baseline_bundle, tmp_
         n: plain[n] for n in ("a.png", "b.png", "bad.png")}
 
 
+def test_after_a_hung_decode_the_files_before_it_are_sent_again_not_scored_unwatched(
+        baseline_bundle, tmp_path, rng, monkeypatch):
+    """A chunk whose second file hangs in decoding: the first file, whose features would hang
+    too, goes back with the rest (scored in the task's own thread it would hang it, unwatched)
+    and becomes its own ``timeout`` row from the features' watchdog."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("stall-1.png", "hang-1.png", "b.png"):
+        save_gray(folder / name, make_xray(len(name) % 2, rng, size=64))
+    paths = [str(folder / n) for n in ("stall-1.png", "hang-1.png", "b.png")]
+    monkeypatch.setattr(processes, "chunked", lambda p, *_: deque([p]))
+    started = time.perf_counter()
+    results = list(ProcessRunner(2).run(stalling_task(baseline_bundle), paths))
+    assert time.perf_counter() - started < 40  # the hang 3 s, the stall 2 s, not 60
+    rows = [r for res in results for r in res.rows]
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(Path(p).name for p in paths)
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert by_name["hang-1.png"]["error"] == ("no result after 3 s; abandoned by the "
+                                              "worker's watchdog")
+    assert by_name["stall-1.png"]["error"].startswith("no result from the features or the "
+                                                      "model after 2 s")
+    assert by_name["b.png"]["status"] == "ok"
+
+
 def _open_files(_: object) -> list[str]:
     fds = Path("/proc/self/fd")
     out = []

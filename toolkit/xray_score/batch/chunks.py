@@ -27,7 +27,7 @@ from ..errors import BundleError, ErrorKind
 from ..io.preprocess import FileResult
 from .memory import reuse_freed_memory
 from .scorer import grouped, limit_native_threads
-from .watchdog import Watched, decode_hang, run_watched
+from .watchdog import Watched, run_watched, timed_out
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,11 @@ class ChunkTask:
         result = ChunkResult(rows=watched.rows or [], runtime=model.runtime,
                              worker=_dask_worker_address())
         if watched.stuck is not None and watched.stuck < len(paths):  # a file's decoding hung
-            results, result.unfinished, result.hung = decode_hang(watched, paths,
-                                                                  float(self.timeout or 0))
-            result.rows = finish(results)  # the stuck thread is decoding: the model is free
+            # its row only: the other files go back (those before it too: scoring them here,
+            # unwatched, could hang this thread as well)
+            result.hung = True
+            result.rows = model.scorer.rows([timed_out(watched, float(self.timeout or 0))])
+            result.unfinished = [p for i, p in enumerate(paths) if i != watched.stuck]
         elif watched.stuck is not None:
             result.hung = True
             self._stalled(watched, model.scorer, result)
@@ -123,7 +125,8 @@ class ChunkTask:
 @dataclass
 class ChunkResult:
     """What comes back from a chunk: its rows (one per file it finished) and the files it
-    left (after a hung file, or suspects of a stalled model: :meth:`resend`)."""
+    left (the others of a chunk where a file hung, or suspects of a stalled model:
+    :meth:`resend`)."""
 
     rows: list[dict[str, Any]]
     unfinished: list[str] = field(default_factory=list)
@@ -135,7 +138,7 @@ class ChunkResult:
     suspects: list[str] = field(default_factory=list)  # in a chunk that stalled its model
 
     def resend(self) -> list[list[str]]:
-        """Chunks to send again: the files after a hung one, and each suspect on its own."""
+        """Chunks to send again: ``unfinished`` as one, and each suspect on its own."""
         return ([self.unfinished] if self.unfinished else []) + [[p] for p in self.suspects]
 
 

@@ -15,8 +15,9 @@ SIGTERM; the caller stops the run), and its life after the caller (:func:`die_wi
 Survival is the loky runner's: a chunk whose worker dies is run again on its own; if it kills
 its worker again, its files run one at a time and the file that kills a worker on its own
 becomes a ``worker_crash`` row. A hang the worker's watchdog cannot see (one that holds
-Python's GIL, or one in loading the model) is cut by a backstop: no chunk finished for ``backstop`` seconds -> the workers are killed and the
-chunks in flight are treated as crashed (a chunk that hangs alone becomes ``timeout`` rows).
+Python's GIL, or one in loading the model) is cut by a backstop: no chunk finished for
+``backstop`` seconds -> the workers are killed and the chunks in flight are treated as crashed
+(a chunk that hangs alone becomes ``timeout`` rows).
 """
 
 from __future__ import annotations

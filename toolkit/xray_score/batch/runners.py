@@ -10,10 +10,11 @@ differ only in how they survive a worker that dies:
   row (Dask: after the scheduler's own retries, ``distributed.scheduler.allowed-failures``,
   and one more task of its own: the scheduler also blames tasks that merely waited on a dying
   worker, fewer with ``distributed.scheduler.worker-saturation: 1.0``);
-- a file that hangs is a ``timeout`` row from the worker's own watchdog; the files after it in
-  its chunk come back ``unfinished`` and are sent again. A chunk whose features or model hang
-  (past :meth:`~xray_score.batch.chunks.ChunkTask.finish_limit`) sends its decoded files back
-  as ``suspects``, each sent again on its own; one that hangs on its own is a ``timeout`` row.
+- a file that hangs in decoding is a ``timeout`` row from the worker's own watchdog; the other
+  files of its chunk come back ``unfinished`` and are sent again. A chunk whose features or
+  model hang (past :meth:`~xray_score.batch.chunks.ChunkTask.finish_limit`) sends its decoded
+  files back as ``suspects``, each sent again on its own; one that hangs on its own is a
+  ``timeout`` row.
   On Dask the worker that hung is then restarted, which ends the abandoned thread; a local
   worker keeps it (idle or not) until the run ends;
 - a local runner also kills its workers when no chunk has finished for the backstop's seconds

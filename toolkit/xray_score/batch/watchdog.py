@@ -142,20 +142,17 @@ def decode_files(pre: Any, paths: list[str], timeout: float | None
     watched = run_watched(pre, paths, timeout)
     if watched.stuck is None:
         return watched.slots, [], False
-    return decode_hang(watched, paths, float(timeout or 0))
+    index = watched.stuck
+    return ([*watched.slots[:index], timed_out(watched, float(timeout or 0))],
+            [str(p) for p in paths[index + 1:]], True)
 
 
-def decode_hang(watched: Watched, paths: list[str], timeout: float
-                ) -> tuple[list[FileResult], list[str], bool]:
-    """The results of a chunk whose decoding hung: the files before, a ``timeout`` result for
-    the stuck one (its sha256 known: the file is read and hashed before it is decoded), and
-    the files after it, unfinished."""
-    index = int(watched.stuck or 0)
-    stuck = watched.slots[index]
+def timed_out(watched: Watched, timeout: float) -> FileResult:
+    """The ``timeout`` result of the file whose decoding hung (its sha256 known: a file is
+    read and hashed before it is decoded)."""
+    stuck = watched.slots[int(watched.stuck or 0)]
     log.warning("%s: no result after %g s; abandoning it (its thread stays busy)",
                 stuck.path, timeout)
-    timed_out = FileResult(path=stuck.path, sha256=stuck.sha256,
-                           error_kind=ErrorKind.TIMEOUT.value,
-                           error=f"no result after {timeout:g} s; abandoned by the "
-                                 "worker's watchdog", ms=timeout * 1000)
-    return [*watched.slots[:index], timed_out], [str(p) for p in paths[index + 1:]], True
+    return FileResult(path=stuck.path, sha256=stuck.sha256, error_kind=ErrorKind.TIMEOUT.value,
+                      error=f"no result after {timeout:g} s; abandoned by the worker's "
+                            "watchdog", ms=timeout * 1000)
