@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections import Counter, deque
@@ -32,7 +33,7 @@ from test_dask import (
 from test_ledger import batch, make_folder, summary
 from xray_score.batch import processes, runners
 from xray_score.batch.locking import RunLock
-from xray_score.batch.processes import ProcessRunner, fork_available
+from xray_score.batch.processes import ProcessRunner, fork_available, fork_blockers
 from xray_score.batch.runners import CRASH_MESSAGE, LocalRunner
 from xray_score.errors import ExitCode
 
@@ -71,6 +72,27 @@ def test_fork_is_refused_where_a_loaded_library_makes_it_unsafe(baseline_bundle,
     assert "torch" in refused.output and "--backend loky" in refused.output
     auto = batch(folder, baseline_bundle, tmp_path / "r.csv")  # auto: loky here
     assert auto.exit_code == ExitCode.OK and summary(auto)["scored"] == 3, auto.output
+
+
+def test_fork_is_refused_while_another_thread_runs(baseline_bundle, tmp_path):
+    """A thread of the calling process (a notebook kernel's, a Dask client's) makes forking
+    unsafe: ``auto`` takes loky, and ``--backend fork`` says why."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        assert not fork_available()
+        assert any(b.endswith("running") for b in fork_blockers()), fork_blockers()
+        folder = tmp_path / "scans"
+        make_folder(folder, 3)
+        refused = batch(folder, baseline_bundle, tmp_path / "r.csv", "--backend", "fork")
+        assert refused.exit_code == ExitCode.USAGE, refused.output
+        assert "other thread" in refused.output and "--backend loky" in refused.output
+        auto = batch(folder, baseline_bundle, tmp_path / "r.csv")
+        assert auto.exit_code == ExitCode.OK and summary(auto)["scored"] == 3, auto.output
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_a_crash_and_a_hang_cost_one_row_each_as_on_loky(baseline_bundle, tmp_path, rng):

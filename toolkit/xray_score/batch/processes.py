@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -49,16 +50,24 @@ FORK_UNSAFE_MODULES = ("tensorflow", "torch", "jax")
 
 def fork_available() -> bool:
     """Whether worker processes can be forked safely here: Linux (macOS system libraries are
-    not fork-safe) and no fork-unsafe library loaded in this process (the ``xray-score``
-    command loads none before it forks; a notebook or test process may have)."""
+    not fork-safe), no fork-unsafe library loaded and no other Python thread (the
+    ``xray-score`` command has neither when it forks; a notebook or test process may)."""
     return (sys.platform.startswith("linux")
             and "fork" in multiprocessing.get_all_start_methods()
             and not fork_blockers())
 
 
 def fork_blockers() -> list[str]:
-    """The fork-unsafe libraries this process has loaded."""
-    return [name for name in FORK_UNSAFE_MODULES if name in sys.modules]
+    """What makes forking unsafe in this process: the fork-unsafe libraries it has loaded, and
+    its other Python threads (a child inherits only the forking thread, and a lock another
+    thread held stays held in the child: a Jupyter kernel's threads and sockets, a Dask
+    client's event loop). Native pools of the libraries ``batch`` uses are fork-safe
+    (OpenBLAS) or not started (``batch`` runs BLAS single-threaded)."""
+    blockers = [f"loaded {name}" for name in FORK_UNSAFE_MODULES if name in sys.modules]
+    others = threading.active_count() - 1
+    if others > 0:
+        blockers.append(f"{others} other thread{'s' if others > 1 else ''} running")
+    return blockers
 
 
 def local_runner(n_jobs: int = 2, backend: str = "auto") -> ProcessRunner | LocalRunner:
@@ -67,7 +76,7 @@ def local_runner(n_jobs: int = 2, backend: str = "auto") -> ProcessRunner | Loca
     if backend == "loky" or (backend == "auto" and not fork_available()):
         return LocalRunner(n_jobs)
     if not fork_available():
-        why = (f"this process has loaded {', '.join(fork_blockers())}" if fork_blockers()
+        why = (f"this process has {', '.join(fork_blockers())}" if fork_blockers()
                else "it needs Linux")
         raise UsageError(f"--backend fork is not safe here ({why}); use --backend loky")
     return ProcessRunner(n_jobs)
