@@ -59,18 +59,18 @@ class ChunkTask:
             return [row for batch in grouped(results, self.batch_size)
                     for row in model.scorer.rows(batch)]
 
-        watched = run_watched(pre, paths, self.timeout, finish, self.finish_limit(len(paths)))
+        limit = self.finish_limit(len(paths))
+        watched = run_watched(pre, paths, self.timeout, finish, limit)
         result = ChunkResult(rows=watched.rows or [], runtime=model.runtime,
-                             worker=_dask_worker_address())
+                             worker=_dask_worker_address(), hung=watched.stuck is not None)
         if watched.stuck is not None and watched.stuck < len(paths):  # a file's decoding hung
             # its row only: the other files go back (those before it too: scoring them here,
             # unwatched, could hang this thread as well)
-            result.hung = True
-            result.rows = model.scorer.rows([timed_out(watched, float(self.timeout or 0))])
+            stuck = watched.slots[watched.stuck]
+            result.rows = model.scorer.rows([timed_out(stuck, float(self.timeout or 0))])
             result.unfinished = [p for i, p in enumerate(paths) if i != watched.stuck]
         elif watched.stuck is not None:
-            result.hung = True
-            self._stalled(watched, model.scorer, result)
+            self._stalled(watched, float(limit or 0), model.scorer, result)
         result.nbytes = len(pickle.dumps(result.rows, protocol=pickle.HIGHEST_PROTOCOL))
         return result
 
@@ -84,24 +84,20 @@ class ChunkTask:
             return None
         return self.timeout * (-(-n_files // max(1, self.batch_size)) + 1) + 60
 
-    def _stalled(self, watched: Watched, scorer: Any, result: ChunkResult) -> None:
+    def _stalled(self, watched: Watched, limit: float, scorer: Any, result: ChunkResult
+                 ) -> None:
         """A chunk whose features or model ran past :meth:`finish_limit`: the files that
         failed to decode get their rows; the others are suspects, each sent again alone (a
         file that stalls on its own gets a ``timeout`` row). The stuck thread keeps this
         thread's model: the next chunk loads another."""
         forget_model(self)
-        limit = self.finish_limit(len(watched.slots)) or 0.0
         failed_before = set(watched.failed_before)
         failed = [watched.slots[i] for i in sorted(failed_before)]
         suspects = [s for i, s in enumerate(watched.slots) if i not in failed_before]
         log.warning("a chunk of %d files had no result from its features or model after "
                     "%g s; abandoning it (its thread stays busy)", len(suspects), limit)
         if len(suspects) == 1:
-            failed.append(FileResult(
-                path=suspects[0].path, sha256=suspects[0].sha256,
-                error_kind=ErrorKind.TIMEOUT.value, ms=limit * 1000,
-                error=f"no result from the features or the model after {limit:g} s; "
-                      "abandoned by the worker's watchdog"))
+            failed.append(timed_out(suspects[0], limit, "the features or the model"))
         else:
             result.suspects = [s.path for s in suspects]
         result.rows = [row for f in failed for row in scorer.rows([f])]

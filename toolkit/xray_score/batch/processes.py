@@ -76,8 +76,8 @@ def local_runner(n_jobs: int = 2, backend: str = "auto") -> ProcessRunner | Loca
     if backend == "loky" or (backend == "auto" and not fork_available()):
         return LocalRunner(n_jobs)
     if not fork_available():
-        why = (f"this process has {', '.join(fork_blockers())}" if fork_blockers()
-               else "it needs Linux")
+        blockers = fork_blockers()
+        why = f"this process has {', '.join(blockers)}" if blockers else "it needs Linux"
         raise UsageError(f"--backend fork is not safe here ({why}); use --backend loky")
     return ProcessRunner(n_jobs)
 

@@ -143,16 +143,15 @@ def decode_files(pre: Any, paths: list[str], timeout: float | None
     if watched.stuck is None:
         return watched.slots, [], False
     index = watched.stuck
-    return ([*watched.slots[:index], timed_out(watched, float(timeout or 0))],
+    return ([*watched.slots[:index], timed_out(watched.slots[index], float(timeout or 0))],
             [str(p) for p in paths[index + 1:]], True)
 
 
-def timed_out(watched: Watched, timeout: float) -> FileResult:
-    """The ``timeout`` result of the file whose decoding hung (its sha256 known: a file is
-    read and hashed before it is decoded)."""
-    stuck = watched.slots[int(watched.stuck or 0)]
-    log.warning("%s: no result after %g s; abandoning it (its thread stays busy)",
-                stuck.path, timeout)
-    return FileResult(path=stuck.path, sha256=stuck.sha256, error_kind=ErrorKind.TIMEOUT.value,
-                      error=f"no result after {timeout:g} s; abandoned by the worker's "
-                            "watchdog", ms=timeout * 1000)
+def timed_out(slot: FileResult, seconds: float, where: str = "") -> FileResult:
+    """The ``timeout`` result of a file the watchdog gave up on after ``seconds`` (its sha256
+    known: a file is read and hashed before it is decoded); ``where``: what it was stuck in,
+    if not its decoding."""
+    cause = f"no result{f' from {where}' if where else ''} after {seconds:g} s"
+    log.warning("%s: %s; abandoning it (its thread stays busy)", slot.path, cause)
+    return FileResult(path=slot.path, sha256=slot.sha256, error_kind=ErrorKind.TIMEOUT.value,
+                      error=f"{cause}; abandoned by the worker's watchdog", ms=seconds * 1000)
