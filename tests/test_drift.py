@@ -7,7 +7,13 @@ from click.testing import CliRunner
 from scipy.special import expit
 
 from conftest import make_xray, save_gray, summary
-from xray_score.batch.drift import ScoredSummary, drift_check, pooled, reference_from_scores
+from xray_score.batch.drift import (
+    ScoredSummary,
+    drift_check,
+    fisher_exact,
+    pooled,
+    reference_from_scores,
+)
 from xray_score.cli import main
 from xray_score.errors import ExitCode
 
@@ -42,6 +48,36 @@ def test_drift_fires_for_shifted_scores_and_not_for_the_usual_ones():
     odd = drift_check(summary_of(usual(300), ood=0.2), reference, "history")
     assert odd is not None and "out_of_domain_share" in odd
     assert drift_check({"n": 0}, reference, "history") is None
+
+
+def bimodal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Scores like a model's: normal films at low logits, pneumonia films at high ones."""
+    return expit(np.where(rng.random(n) < 0.68, rng.normal(7.6, 2, n), rng.normal(-5.9, 2, n)))
+
+
+def test_small_runs_drawn_like_the_reference_do_not_cry_drift():
+    rng = np.random.default_rng(4)
+    reference = reference_from_scores(bimodal(rng, 212), 0.5, 0.01)  # as a bundle ships it
+    for n in (1, 2, 3, 5, 10, 20):  # a morning's few films; 1 % of them out of domain
+        alarms = sum(drift_check(summary_of(bimodal(rng, n), seed=int(rng.integers(1 << 30))),
+                                 reference, "bundle") is not None for _ in range(300))
+        assert alarms <= 9, (n, alarms)  # three tests at p < 0.01: ~3 % at most
+    one_odd_film = summary_of(bimodal(rng, 1), ood=1.0)
+    assert drift_check(one_odd_film, reference, "bundle") is None  # p 0.02 for 1 of 1
+    all_odd = drift_check(summary_of(bimodal(rng, 10), ood=1.0), reference, "bundle")
+    assert all_odd is not None and all_odd["out_of_domain_share"]["test"] == "fisher"
+    all_flagged = drift_check(summary_of(expit(rng.normal(6, 1, 25))), reference, "bundle")
+    assert all_flagged is not None and "flagged_rate" in all_flagged
+
+
+def test_fisher_exact_matches_scipy():
+    from scipy.stats import fisher_exact as scipy_fisher
+
+    for k1, n1, k0, n0 in ((1, 1, 2, 212), (0, 3, 144, 212), (10, 10, 2, 212), (5, 100, 2, 212),
+                           (30, 40, 70, 160), (0, 1, 0, 50)):
+        ours = fisher_exact(k1, n1, k0, n0)
+        theirs = scipy_fisher([[k1, n1 - k1], [k0, n0 - k0]]).pvalue
+        assert abs(ours - theirs) < 1e-9 * max(1.0, theirs), (k1, n1, k0, n0, ours, theirs)
 
 
 def test_first_runs_fall_back_to_the_bundles_validation_figures():

@@ -3,12 +3,22 @@
 Every ``batch`` run records, in the ledger's ``runs`` table, a summary of the rows it scored
 (count, share flagged, mean and spread of the calibrated logit, share out of domain). A run is
 compared with the recent runs of the same ledger and model that scored something (up to
-``HISTORY`` of them, pooled): a two-proportion z-test for the flagged and the out-of-domain
-shares, a two-sample z-test for the mean logit (Welch), each two-sided at p < ``ALPHA``, so
-the band narrows with the run's size. A site's prevalence is its own, so its own history is the
-reference; only while it has none (its first run) is the bundle's validation check half used,
-and the summary says so. Drift is reported (JSON ``drift`` field, run summary HTML); it never
-changes a row's status or the exit code.
+``HISTORY`` of them, pooled), each test two-sided at p < ``ALPHA``, so the band narrows with the
+run's size:
+
+- the flagged and the out-of-domain shares: a two-proportion z-test, or Fisher's exact test
+  when a cell of the 2x2 table expects fewer than ``MIN_EXPECTED`` films (a small run, or a
+  rare event such as 1 % out of domain), where the normal approximation would fire on a single
+  film;
+- the mean logit: a two-sample z-test whose run term takes the larger of the two spreads (a
+  run of one film has no spread of its own) and only from ``MIN_FILMS_FOR_MEAN`` films on: the
+  logits are bimodal (normal films low, pneumonia high), so the mean of a few films is far from
+  normal.
+
+A site's prevalence is its own, so its own history is the reference; only while it has none
+(its first run) is the bundle's validation check half used, and the summary says so. Drift is
+reported (JSON ``drift`` field, run summary HTML); it never changes a row's status or the exit
+code.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from ..model.decision import logit
 
 ALPHA = 0.01
 HISTORY = 10
+MIN_EXPECTED = 5  # below this expected count in a cell, proportions get Fisher's exact test
+MIN_FILMS_FOR_MEAN = 30  # the mean logit is tested from this many films in the run
 
 
 @dataclass
@@ -77,10 +89,40 @@ def pooled(history: list[dict[str, Any]]) -> dict[str, Any] | None:
                                        for h in dom) / dn if dn else None, "domain_n": dn}
 
 
-def _two_proportions(p1: float, n1: int, p0: float, n0: int) -> float:
-    p = (p1 * n1 + p0 * n0) / (n1 + n0)
+def _two_proportions(k1: int, n1: int, k0: int, n0: int) -> tuple[str, float]:
+    """Two-sided p-value that ``k1`` of ``n1`` and ``k0`` of ``n0`` share one proportion."""
+    n, k = n1 + n0, k1 + k0
+    if min(n1, n0) * min(k, n - k) / n < MIN_EXPECTED:
+        return "fisher", fisher_exact(k1, n1, k0, n0)
+    p1, p0, p = k1 / n1, k0 / n0, k / n
     se = math.sqrt(max(p * (1 - p) * (1 / n1 + 1 / n0), 1e-12))
-    return (p1 - p0) / se
+    return "z", _normal_p((p1 - p0) / se)
+
+
+def fisher_exact(k1: int, n1: int, k0: int, n0: int) -> float:
+    """Fisher's exact test of a 2x2 table, two-sided: the probability, given the margins, of a
+    table no likelier than this one (the sum over the smaller margin's range)."""
+    n, k = n1 + n0, k1 + k0
+
+    def log_pmf(x: int) -> float:  # hypergeometric: x of the n1 among the k
+        return (_log_choose(k, x) + _log_choose(n - k, n1 - x) - _log_choose(n, n1))
+
+    observed = log_pmf(k1)
+    total = sum(math.exp(lp) for lp in map(log_pmf, range(max(0, n1 - (n - k)), min(k, n1) + 1))
+                if lp <= observed + 1e-7)
+    return min(1.0, total)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _normal_p(z: float) -> float:
+    return math.erfc(abs(z) / math.sqrt(2))  # two-sided normal p-value
+
+
+def _count(share: float, n: int) -> int:
+    return int(round(share * n))
 
 
 def drift_check(run: dict[str, Any], reference: dict[str, Any] | None, source: str
@@ -88,22 +130,23 @@ def drift_check(run: dict[str, Any], reference: dict[str, Any] | None, source: s
     """The statistics of ``run`` outside the band of ``reference`` (None: no drift)."""
     if not run.get("n") or not reference or not reference.get("n"):
         return None
-    tests = {}
+    n1, n0 = run["n"], reference["n"]
+    tests: dict[str, tuple[str, float]] = {}
     if reference.get("flagged_rate") is not None:
-        tests["flagged_rate"] = _two_proportions(run["flagged_rate"], run["n"],
-                                                 reference["flagged_rate"], reference["n"])
-    se = math.sqrt(run["sd_logit"] ** 2 / run["n"] + reference["sd_logit"] ** 2 / reference["n"])
-    tests["mean_logit"] = (run["mean_logit"] - reference["mean_logit"]) / max(se, 1e-12)
+        tests["flagged_rate"] = _two_proportions(
+            _count(run["flagged_rate"], n1), n1, _count(reference["flagged_rate"], n0), n0)
+    if n1 >= MIN_FILMS_FOR_MEAN:
+        spread = max(run["sd_logit"], reference["sd_logit"])
+        se = math.sqrt(spread ** 2 / n1 + reference["sd_logit"] ** 2 / n0)
+        tests["mean_logit"] = "z", _normal_p(
+            (run["mean_logit"] - reference["mean_logit"]) / max(se, 1e-12))
     if run.get("domain_n") and reference.get("out_of_domain_share") is not None:
+        d1, d0 = run["domain_n"], reference.get("domain_n") or n0
         tests["out_of_domain_share"] = _two_proportions(
-            run["out_of_domain_share"], run["domain_n"], reference["out_of_domain_share"],
-            reference.get("domain_n") or reference["n"])
-    fired = {}
-    for name, z in tests.items():
-        p = math.erfc(abs(z) / math.sqrt(2))  # two-sided normal p-value
-        if p < ALPHA:
-            fired[name] = {"run": run[name], "reference": reference[name], "z": round(z, 2),
-                           "p": p}
+            _count(run["out_of_domain_share"], d1), d1,
+            _count(reference["out_of_domain_share"], d0), d0)
+    fired = {name: {"run": run[name], "reference": reference[name], "test": test, "p": p}
+             for name, (test, p) in tests.items() if p < ALPHA}
     if not fired:
         return None
     return {"reference": source, "alpha": ALPHA, **fired}
