@@ -83,3 +83,17 @@ class StallsInFeatures(HostilePreprocessor):
         if any(int(x.min()) == int(x.max()) == STALL_VALUE for x in pixels):
             time.sleep(HANG_SECONDS)
         return self.inner.transform_batch(pixels)
+
+
+@dataclass(frozen=True)
+class HoldsTheGil(StallsInFeatures):
+    """Like :class:`StallsInFeatures`, but the features hang in native code that holds Python's
+    GIL (libc's ``sleep`` through ``ctypes.PyDLL``): no Python thread of that process runs, the
+    worker's watchdog included."""
+
+    def transform_batch(self, pixels: list[Any]) -> list[Any]:
+        import ctypes
+
+        if any(int(x.min()) == int(x.max()) == STALL_VALUE for x in pixels):
+            ctypes.PyDLL(None).sleep(int(HANG_SECONDS))
+        return self.inner.transform_batch(pixels)

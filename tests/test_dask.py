@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_xray, save_gray
-from hostile import HostilePreprocessor, StallsInFeatures
+from hostile import HoldsTheGil, HostilePreprocessor, StallsInFeatures
 from test_ledger import age, batch, make_folder, summary
 from xray_score.batch import runners
 from xray_score.batch.chunks import ChunkTask
@@ -174,6 +174,47 @@ def test_a_chunk_whose_features_hang_costs_one_row_on_dask(baseline_bundle, tmp_
                          baseline_bundle)
     assert {n: remote[n] for n in ("a.png", "b.png", "bad.png")} == {
         n: local[n] for n in ("a.png", "b.png", "bad.png")}
+
+
+def test_a_hang_that_holds_the_gil_ends_as_a_timeout_row_on_dask(baseline_bundle, tmp_path,
+                                                                rng, client, monkeypatch):
+    """A hang no Python thread can see (native code holding the GIL, so the watchdog cannot
+    run) meets the task's hard limit: the worker process ends itself, the nanny starts a new
+    one, and the file that does it on its own is a ``timeout`` row; the others score."""
+    paths = stalling_chunk(tmp_path / "in", rng)
+    monkeypatch.setattr(runners, "chunked", lambda p, *_: deque([p]))
+    task = dataclasses.replace(stalling_task(baseline_bundle), model_timeout=600.0,
+                               preprocessor=HoldsTheGil(baseline_bundle.preprocessor()))
+    started = time.perf_counter()
+    remote = rows_by_name(DaskRunner(client, backstop=4.0).run(task, paths), baseline_bundle)
+    assert time.perf_counter() - started < 150  # six ends of 4 s and the restarts, not 60 s each
+    assert sorted(remote) == ["a.png", "b.png", "bad.png", "stall-1.png"]
+    assert remote["stall-1.png"]["error_kind"] == "timeout"
+    assert remote["stall-1.png"]["error"] == ("no result after 4 s; the worker's hard limit "
+                                              "ended its process")
+    assert remote["bad.png"]["error_kind"] == "not_image"
+    assert remote["a.png"]["status"] == remote["b.png"]["status"] == "ok"
+    assert client.submit(sum, [1, 2], pure=False).result() == 3  # the cluster serves on
+
+
+def test_the_hard_limit_ends_only_a_process_whose_task_runs_past_it():
+    """Deadlines are per task; the earliest running one is armed, and one that finished in
+    time is disarmed (the process lives on)."""
+    code = ("import time\n"
+            "from xray_score.batch.hardlimit import deadline\n"
+            "with deadline(0.5):\n"
+            "    with deadline(30):\n"
+            "        time.sleep(0.1)\n"
+            "time.sleep(1.0)\n"
+            "print('alive')\n"
+            "with deadline(30):\n"
+            "    with deadline(0.5):\n"
+            "        time.sleep(5)\n"
+            "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["alive"]
+    assert done.returncode == 1 and "Timeout" in done.stderr
 
 
 def test_tasks_in_flight_are_bounded(baseline_bundle, tmp_path, client):

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import BundleError, ErrorKind
 from ..io.preprocess import FileResult
+from .hardlimit import deadline
 from .memory import reuse_freed_memory
 from .scorer import grouped, limit_native_threads
 from .watchdog import Watched, run_watched, timed_out
@@ -49,8 +50,13 @@ class ChunkTask:
     log_level: int | None = None  # the caller's level for xray_score's logs (None: leave)
     kind: str | None = None  # the bundle's model kind (lets a forking runner preload it)
     model_timeout: float | None = None  # see finish_limit
+    hard_limit: float | None = None  # seconds; past them the process ends (see hardlimit)
 
     def __call__(self, paths: list[str]) -> ChunkResult:
+        with deadline(self.hard_limit):
+            return self._score(paths)
+
+    def _score(self, paths: list[str]) -> ChunkResult:
         model = worker_model(self)
         pre = self.preprocessor or model.scorer.preprocessor
 

@@ -17,13 +17,18 @@ differ only in how they survive a worker that dies:
   ``timeout`` row.
   On Dask the worker that hung is then restarted, which ends the abandoned thread; a local
   worker keeps it (idle or not) until the run ends;
-- a local runner also kills its workers when no chunk has finished for the backstop's seconds
-  (a hang its watchdog cannot see: one that holds Python's GIL, or one in loading the model).
+- a hang the watchdog cannot see (one that holds Python's GIL, or one in loading the model)
+  meets the backstop (:func:`backstop_seconds`): a local runner kills its workers when no chunk
+  has finished for that long; on Dask each task carries it as its ``hard_limit``, past which
+  the worker process ends itself (:mod:`~xray_score.batch.hardlimit`), and a death after that
+  limit counts as a hang: the file that does it alone is a ``timeout`` row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -152,12 +157,17 @@ class LocalRunner:
 
 
 class DaskRunner:
-    """Chunks on a Dask cluster: every worker reads, decodes, scores and returns rows."""
+    """Chunks on a Dask cluster: every worker reads, decodes, scores and returns rows.
 
-    def __init__(self, client: Any, in_flight: int | None = None) -> None:
+    ``backstop``: seconds a task may run before its worker process ends itself (default:
+    :func:`backstop_seconds` for the task's size; none without a timeout)."""
+
+    def __init__(self, client: Any, in_flight: int | None = None,
+                 backstop: float | None = None) -> None:
         self.client = client
         self.threads = sum(client.nthreads().values()) or 1
         self.in_flight = int(in_flight or 2 * self.threads + 2)
+        self.backstop = backstop
         self.restarted: list[str] = []
         self.peak_in_flight = 0
 
@@ -166,21 +176,24 @@ class DaskRunner:
 
         files = task.batch_size * BATCHES_PER_DASK_TASK
         queue = chunked(paths, chunk_size(len(paths), files, self.threads), self.threads)
-        running: dict[str, list[str]] = {}
+        running: dict[str, tuple[list[str], float | None, float]] = {}  # chunk, limit, sent
         alone: dict[str, int] = {}  # single-file tasks whose workers died, by file
         done = as_completed()
 
         def submit() -> None:
             while queue and len(running) < self.in_flight:
                 chunk = queue.popleft()
-                future = self.client.submit(task, chunk, pure=False)
-                running[future.key] = chunk
+                limit = self.backstop if self.backstop is not None else backstop_seconds(
+                    task, len(chunk))
+                future = self.client.submit(dataclasses.replace(task, hard_limit=limit),
+                                            chunk, pure=False)
+                running[future.key] = chunk, limit, time.monotonic()
                 done.add(future)
 
         submit()
         self.peak_in_flight = len(running)
         for future in done:
-            chunk = running.pop(future.key)
+            chunk, limit, sent = running.pop(future.key)
             try:
                 outcome: ChunkResult | BaseException = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker and friends
@@ -190,7 +203,8 @@ class DaskRunner:
             finally:  # before any restart: a result still wanted would be computed again
                 future.release()
             if isinstance(outcome, BaseException):
-                yield from self._died(chunk, outcome, queue, alone)
+                yield from self._died(chunk, _death(outcome, limit, time.monotonic() - sent),
+                                      queue, alone)
             else:
                 yield outcome
                 queue.extendleft(reversed(outcome.resend()))
@@ -200,21 +214,21 @@ class DaskRunner:
             self.peak_in_flight = max(self.peak_in_flight, len(running))
 
     @staticmethod
-    def _died(chunk: list[str], exc: BaseException, queue: deque[list[str]],
+    def _died(chunk: list[str], failure: TaskFailure, queue: deque[list[str]],
               alone: dict[str, int]) -> Iterator[ChunkResult]:
         """A chunk whose worker died: its files again one at a time; a single file is
         convicted when it kills its workers in two separate tasks (a task queued on a dying
         worker counts as a suspect too)."""
         if len(chunk) > 1:
             log.warning("a chunk of %d files killed its workers (%s); scoring them one at a "
-                        "time", len(chunk), type(exc).__name__)
+                        "time", len(chunk), failure.message)
             queue.extendleft([p] for p in reversed(chunk))
             return
         alone[chunk[0]] = alone.get(chunk[0], 0) + 1
         if alone[chunk[0]] < 2:
             queue.append(chunk)
         else:
-            yield convicted(chunk[0], TaskFailure(ErrorKind.WORKER_CRASH, type(exc).__name__))
+            yield convicted(chunk[0], failure)
 
     def _restart(self, address: str) -> None:
         """End a worker's abandoned (hung) thread by restarting the worker process."""
@@ -224,6 +238,15 @@ class DaskRunner:
             log.info("restarted Dask worker %s after a hung file", address)
         except Exception as exc:  # noqa: BLE001 - the row is written; this is housekeeping
             log.warning("could not restart Dask worker %s after a hung file: %s", address, exc)
+
+
+def _death(exc: BaseException, limit: float | None, ran: float) -> TaskFailure:
+    """A Dask task whose worker died: a hang if it ran past its hard limit (the worker ended
+    itself), else a crash."""
+    if limit and ran >= limit:
+        return TaskFailure(ErrorKind.TIMEOUT, f"no result after {limit:g} s; the worker's hard "
+                           "limit ended its process")
+    return TaskFailure(ErrorKind.WORKER_CRASH, type(exc).__name__)
 
 
 def _worker_died(exc: BaseException) -> bool:
