@@ -7,10 +7,11 @@ caller's ledger can feed.
 - the 2,496-file set (``rates.build_set``); workers with the README's settings
   (``WORKER_CONFIG``); each measurement is the whole ``xray-score batch
   --backend dask`` command on a fresh ledger, after a warm-up run that loads the bundle in the
-  workers; medians of ``--repeat``;
+  workers; medians of ``--repeat``, the 1-worker and the 2-worker cluster both up and run in
+  alternation (the machine's drift hits both alike);
 - the scaling ratio (2 workers / 1 worker, target >= 1.8 for the CNN) and, with 2 workers, the
   caller's share of all the CPU the run used (caller + workers + nannies + the scheduler, which
-  lives in this process; target <= 10 %) and the bytes of results per file it received;
+  lives in this process with the idle cluster's; target <= 10 %) and the bytes of results per file it received;
 - the caller's ledger-commit rate: synthetic rows fed through its ledger sink as fast as it
   takes them (durable commits, stat-cache entries, the drift summary), and the cluster size
   that rate supports at 300 files/s per worker;
@@ -22,6 +23,7 @@ caller's ledger can feed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -58,32 +60,48 @@ def cluster_cpu(client) -> float:
     return total
 
 
-def scale_run(files: Path, model: Path, work: Path, n_workers: int, repeat: int) -> dict:
+def scale_runs(files: Path, model: Path, work: Path, repeat: int) -> dict[int, dict]:
+    """Dask runs on a 1-worker and a 2-worker ``LocalCluster``, both up for the whole
+    measurement and run in alternation, so that the machine's drift hits both alike (the idle
+    cluster's scheduler and monitors tick meanwhile, the same for both)."""
     import dask
     from distributed import Client, LocalCluster
 
     n = sum(1 for _ in files.rglob("*.jpeg"))
-    rates, shares, sizes = [], [], []
-    with dask.config.set(WORKER_CONFIG), \
-            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
-        dask = ["--no-report", "--backend", "dask", "--scheduler", cluster.scheduler_address]
-        run_command(batch_command(files, model, work / f"warm{n_workers}" / "r.csv", *dask,
-                                  "--num-parts", "20", "--part-id", "0", "--ledger",
-                                  str(work / f"warm{n_workers}.sqlite")))
+    found: dict[int, dict[str, list[float]]] = {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(dask.config.set(WORKER_CONFIG))
+        clusters = {}
+        for n_workers in (1, 2):
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True,
+                dashboard_address=None))
+            clusters[n_workers] = cluster, stack.enter_context(Client(cluster))
+            found[n_workers] = {"rate": [], "share": [], "bytes": []}
+            run_command(batch_command(  # warm-up: the workers load the bundle
+                files, model, work / f"warm{n_workers}" / "r.csv", *_dask_options(cluster),
+                "--num-parts", "20", "--part-id", "0", "--ledger",
+                str(work / f"warm{n_workers}.sqlite")))
         for i in range(repeat):
-            out = work / f"dask{n_workers}-{i}"
-            before = cluster_cpu(client)
-            timed = run_command(batch_command(files, model, out / "r.csv", *dask))
-            others = cluster_cpu(client) - before
-            if timed.summary.get("scored") != n:
-                raise SystemExit(f"scored {timed.summary.get('scored')} of {n}")
-            rates.append(n / timed.wall)
-            shares.append(timed.cpu / (timed.cpu + others))
-            sizes.append(timed.summary["result_bytes_per_file"])
-            shutil.rmtree(out)
-    return {"rate": statistics.median(rates), "caller_share": statistics.median(shares),
-            "bytes": statistics.median(sizes)}
+            for n_workers, (cluster, client) in clusters.items():
+                out = work / f"dask{n_workers}-{i}"
+                before = cluster_cpu(client)
+                timed = run_command(batch_command(files, model, out / "r.csv",
+                                                  *_dask_options(cluster)))
+                others = cluster_cpu(client) - before
+                if timed.summary.get("scored") != n:
+                    raise SystemExit(f"scored {timed.summary.get('scored')} of {n}")
+                found[n_workers]["rate"].append(n / timed.wall)
+                found[n_workers]["share"].append(timed.cpu / (timed.cpu + others))
+                found[n_workers]["bytes"].append(timed.summary["result_bytes_per_file"])
+                shutil.rmtree(out)
+    return {k: {"rate": statistics.median(v["rate"]), "rates": v["rate"],
+                "caller_share": statistics.median(v["share"]),
+                "bytes": statistics.median(v["bytes"])} for k, v in found.items()}
+
+
+def _dask_options(cluster) -> list[str]:
+    return ["--no-report", "--backend", "dask", "--scheduler", cluster.scheduler_address]
 
 
 def local_scaling(files: Path, model: Path, work: Path, repeat: int) -> tuple[float, float]:
@@ -139,8 +157,8 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dask-"))
     try:
         files = build_set(work / "set2496")
-        one = scale_run(files, Path(args.model), work, 1, args.repeat)
-        two = scale_run(files, Path(args.model), work, 2, args.repeat)
+        runs = scale_runs(files, Path(args.model), work, args.repeat)
+        one, two = runs[1], runs[2]
         rate = commit_rate(work)
         local1, local2 = local_scaling(files, Path(args.model), work, args.repeat)
         print(f"{args.model}, {sum(1 for _ in files.rglob('*.jpeg'))} files, whole command, "
@@ -149,6 +167,9 @@ def main() -> None:
         print(f"  Dask LocalCluster, 2 workers x 1 thread: {two['rate']:7.1f} files/s")
         print(f"  scaling 2 / 1:                           {two['rate'] / one['rate']:7.2f}x "
               "(target >= 1.8)")
+        pairs = sorted(b / a for a, b in zip(one["rates"], two["rates"], strict=True))
+        print(f"  each pair, 2 workers / the 1-worker run just before: "
+              f"{', '.join(f'{r:.2f}' for r in pairs)}x")
         print(f"  control, local workers --jobs 1 / 2:     {local1:7.1f} / {local2:7.1f} "
               f"files/s, {local2 / local1:.2f}x (what 2 processes give on these cores)")
         print(f"  caller's share of the run's CPU:         {100 * two['caller_share']:7.1f} % "
