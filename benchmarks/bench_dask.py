@@ -11,7 +11,8 @@ caller's ledger can feed.
   alternation (the machine's drift hits both alike);
 - the scaling ratio (2 workers / 1 worker, target >= 1.8 for the CNN) and, with 2 workers, the
   caller's share of all the CPU the run used (caller + workers + nannies + the scheduler, which
-  lives in this process with the idle cluster's; target <= 10 %) and the bytes of results per file it received;
+  lives in this process with the idle cluster's; target <= 10 %) and the bytes of results per
+  file it received;
 - the caller's ledger-commit rate: synthetic rows fed through its ledger sink as fast as it
   takes them (durable commits, stat-cache entries, the drift summary), and the cluster size
   that rate supports at 300 files/s per worker;
