@@ -81,8 +81,11 @@ class StallsInFeatures(HostilePreprocessor):
 
     def transform_batch(self, pixels: list[Any]) -> list[Any]:
         if any(int(x.min()) == int(x.max()) == STALL_VALUE for x in pixels):
-            time.sleep(HANG_SECONDS)
+            self.stall()
         return self.inner.transform_batch(pixels)
+
+    def stall(self) -> None:
+        time.sleep(HANG_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,7 @@ class HoldsTheGil(StallsInFeatures):
     GIL (libc's ``sleep`` through ``ctypes.PyDLL``): no Python thread of that process runs, the
     worker's watchdog included."""
 
-    def transform_batch(self, pixels: list[Any]) -> list[Any]:
+    def stall(self) -> None:
         import ctypes
 
-        if any(int(x.min()) == int(x.max()) == STALL_VALUE for x in pixels):
-            ctypes.PyDLL(None).sleep(int(HANG_SECONDS))
-        return self.inner.transform_batch(pixels)
+        ctypes.PyDLL(None).sleep(int(HANG_SECONDS))

@@ -105,7 +105,7 @@ class ProcessRunner:
     def run(self, task: ChunkTask, paths: list[str]) -> Iterator[ChunkResult]:
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
-        backstop = self.backstop if self.backstop is not None else backstop_seconds(task, size)
+        backstop = backstop_seconds(task, size, self.backstop)
         suspects: list[tuple[list[str], TaskFailure]] = []
         task.preload()  # once here rather than in every worker
         yield from self._map(task, queue, self.n_jobs, backstop, suspects)

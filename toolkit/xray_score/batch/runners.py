@@ -77,9 +77,12 @@ def chunked(paths: list[str], size: int, workers: int = 1, smallest: int = 4
     return out
 
 
-def backstop_seconds(task: ChunkTask, size: int) -> float | None:
+def backstop_seconds(task: ChunkTask, size: int, given: float | None = None) -> float | None:
     """A last-resort limit per chunk of ``size`` files, for a hang the worker's watchdog
-    cannot see (none without a timeout)."""
+    cannot see: ``given`` (a runner's ``backstop=``), else ``timeout * (size + 2) + 60``
+    (none without a timeout)."""
+    if given is not None:
+        return given
     return task.timeout * (size + 2) + 60 if task.timeout else None
 
 
@@ -133,7 +136,7 @@ class LocalRunner:
 
         size = chunk_size(len(paths), task.batch_size, self.n_jobs)
         queue = chunked(paths, size, self.n_jobs)
-        backstop = self.backstop if self.backstop is not None else backstop_seconds(task, size)
+        backstop = backstop_seconds(task, size, self.backstop)
         while queue:
             chunks, leftovers = list(queue), []
             queue.clear()
@@ -183,8 +186,7 @@ class DaskRunner:
         def submit() -> None:
             while queue and len(running) < self.in_flight:
                 chunk = queue.popleft()
-                limit = self.backstop if self.backstop is not None else backstop_seconds(
-                    task, len(chunk))
+                limit = backstop_seconds(task, len(chunk), self.backstop)
                 future = self.client.submit(dataclasses.replace(task, hard_limit=limit),
                                             chunk, pure=False)
                 running[future.key] = chunk, limit, time.monotonic()
